@@ -1,0 +1,142 @@
+"""The composition root: the one place that picks implementations from Settings and wires them together.
+
+Everything is built lazily, so `consulta search` never loads the answering model and `consulta ingest`
+never starts the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from functools import cached_property
+
+from app.assistant import Assistant, AssistantSettings
+from app.errors import ConsultaError
+from app.models import resolve_model
+from app.settings import Settings
+from ingest.chunker import Chunker, RecursiveChunker
+from ingest.loaders import default_loaders
+from ingest.pipeline import IngestPipeline
+from retrieval.embedder import E5Embedder, Embedder, SentenceTransformerEmbedder, UseEmbedder
+from retrieval.reranker import CrossEncoderReranker, NoopReranker, Reranker
+from retrieval.retriever import Retriever
+from retrieval.store import FaissStore
+from serving.generator import Generator
+
+logger = logging.getLogger(__name__)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Similarity of the best passage under which a question is taken as not covered by the documents.
+# Calibrated per embedder (cosines of unrelated texts sit at different levels for each model).
+DEFAULT_MIN_SCORE = {"use": 0.25, "e5": 0.80, "minilm": 0.25, "sentence-transformers": 0.25}
+
+
+class Services:
+    """Holds the built components for one process; the CLI and the API both start from here."""
+
+    def __init__(self, settings: Settings, *, generator: Generator | None = None) -> None:
+        self.settings = settings
+        self._generator = generator
+        self._lock = threading.Lock()
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        s = self.settings.retrieval
+        match s.embedder:
+            case "use":
+                return UseEmbedder()
+            case "e5":
+                return E5Embedder(threads=self.settings.serving.n_threads)
+            case "minilm":
+                return SentenceTransformerEmbedder()
+            case "sentence-transformers":
+                if s.embedder_path is None:
+                    raise ConsultaError("embedder=sentence-transformers needs CONSULTA_RETRIEVAL__EMBEDDER_PATH "
+                                        "(a local SentenceTransformer folder)")
+                return SentenceTransformerEmbedder(s.embedder_path)
+        raise ConsultaError(f"unknown embedder {s.embedder!r}")  # pragma: no cover - pydantic validates
+
+    @cached_property
+    def chunker(self) -> Chunker:
+        s = self.settings.ingest
+        match s.chunker:
+            case "recursive":
+                return RecursiveChunker(s.chunk_size, s.chunk_overlap)
+        raise ConsultaError(f"unknown chunker {s.chunker!r}")  # pragma: no cover
+
+    @cached_property
+    def store(self) -> FaissStore:
+        return FaissStore(self.settings.index_dir)
+
+    @cached_property
+    def reranker(self) -> Reranker:
+        s = self.settings.retrieval
+        match s.reranker:
+            case "none":
+                return NoopReranker()
+            case "cross-encoder":
+                if s.reranker_path is None or not s.reranker_path.is_dir():
+                    raise ConsultaError("reranker=cross-encoder needs CONSULTA_RETRIEVAL__RERANKER_PATH, "
+                                        f"a local CrossEncoder folder (got {s.reranker_path})")
+                return CrossEncoderReranker(str(s.reranker_path))
+        raise ConsultaError(f"unknown reranker {s.reranker!r}")  # pragma: no cover
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.embedder, self.store, reranker=self.reranker,
+                         candidates=self.settings.retrieval.candidates)
+
+    @cached_property
+    def pipeline(self) -> IngestPipeline:
+        s = self.settings.ingest
+        return IngestPipeline(default_loaders(s.max_pages), self.chunker, self.embedder, self.store,
+                              max_file_bytes=int(s.max_file_mb * 1024 * 1024))
+
+    @property
+    def generator(self) -> Generator:
+        with self._lock:
+            if self._generator is None:
+                self._generator = self._build_generator()
+                self._generator.warm_up()
+            return self._generator
+
+    @property
+    def generator_loaded(self) -> bool:
+        return self._generator is not None
+
+    def _build_generator(self) -> Generator:
+        s = self.settings.serving
+        match s.backend:
+            case "local":
+                from serving.engine import BatchingEngine
+
+                path = resolve_model(s.model, self.settings.models_dir)
+                return BatchingEngine(str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
+                                      max_sequences=s.max_sequences, n_batch=s.n_batch, max_queue=s.max_queue,
+                                      flash_attn=s.flash_attn)
+            case "remote":
+                from serving.remote import OpenAIRemoteGenerator
+
+                if not s.remote_url:
+                    raise ConsultaError("backend=remote needs CONSULTA_SERVING__REMOTE_URL")
+                return OpenAIRemoteGenerator(s.remote_url, s.remote_model or "default", api_key=s.remote_api_key)
+        raise ConsultaError(f"unknown backend {s.backend!r}")  # pragma: no cover
+
+    @cached_property
+    def assistant(self) -> Assistant:
+        s = self.settings
+        min_score = s.retrieval.min_score
+        if min_score is None:
+            min_score = DEFAULT_MIN_SCORE.get(s.retrieval.embedder, 0.25)
+        context = max(512, s.serving.n_ctx // s.serving.max_sequences)
+        return Assistant(self.retriever, self.generator,
+                         AssistantSettings(k=s.retrieval.k, min_score=min_score, max_tokens=s.serving.max_tokens,
+                                           temperature=s.serving.temperature, context_tokens=context))
+
+    def close(self) -> None:
+        if self._generator is not None:
+            self._generator.close()
+            self._generator = None

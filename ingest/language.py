@@ -1,0 +1,47 @@
+"""Language of a text among the ones Consulta serves (English, Spanish, Catalan)."""
+
+from __future__ import annotations
+
+import re
+
+SUPPORTED = ("en", "es", "ca")
+
+# Function words that tell the three languages apart even in short questions.
+_WORDS = {
+    "en": set("the of and to is in what which who how does do are was were for with this that on by from "
+              "be it an not have has can why when where".split()),
+    "es": set("el la los las de del y que es en qué cuál cuáles quién cómo por para con una un se su "
+              "está son fue cuando dónde porque pero más lo al".split()),
+    "ca": set("el la els les de del i que és en què quin quina quins qui com per amb una un es seu "
+              "està són va quan on perquè però més ho al dels amb això aquest aquesta".split()),
+}
+_DISTINCT = {
+    "es": set("qué cuál cuáles cómo está son los las del y para pero más dónde porque una".split()),
+    "ca": set("què quin quina quins com és els les dels i amb però més on perquè això aquest aquesta".split()),
+}
+_TOKEN = re.compile(r"[a-zà-ÿ·']+")
+
+
+def detect_language(text: str, default: str = "en") -> str:
+    """Best guess among en/es/ca: langdetect when installed and confident, else function-word counts."""
+    sample = text[:4000]
+    try:
+        from langdetect import DetectorFactory, detect_langs
+
+        DetectorFactory.seed = 0
+        for guess in detect_langs(sample):
+            if guess.lang in SUPPORTED and guess.prob > 0.6 and len(sample) > 200:
+                return guess.lang
+    except Exception:  # noqa: BLE001 - langdetect raises on empty/odd text; fall back below
+        pass
+    tokens = _TOKEN.findall(sample.lower())
+    if not tokens:
+        return default
+    scores = {lang: sum(t in words for t in tokens) + 2 * sum(t in _DISTINCT.get(lang, ()) for t in tokens)
+              for lang, words in _WORDS.items()}
+    if "¿" in sample or "¡" in sample:
+        scores["es"] += 3
+    if "l·l" in sample.lower() or re.search(r"\b[dls]'[a-z]", sample.lower()):
+        scores["ca"] += 2
+    best = max(scores, key=lambda k: scores[k])
+    return best if scores[best] > 0 else default

