@@ -1,0 +1,107 @@
+"""The ingestion pipeline end to end on a real index: metadata, sync by content hash, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.chunker import RecursiveChunker
+from ingest.errors import InputPathError
+from ingest.loaders import default_loaders
+from ingest.pipeline import IngestPipeline
+from retrieval.errors import EmbedderMismatchError
+from retrieval.store import FaissStore
+from tests.conftest import HANDBOOK_PAGES, make_pdf
+
+
+@pytest.fixture
+def pipeline(tmp_path, embedder):
+    return IngestPipeline(default_loaders(), RecursiveChunker(300, 50), embedder, FaissStore(tmp_path / "index"))
+
+
+def test_chunks_carry_page_section_collection_and_offsets(tmp_path, pipeline):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_pdf(docs / "handbook.pdf", HANDBOOK_PAGES)
+    (docs / "leave.md").write_text("# Leave\n\n## Annual\n\nStaff get 25 days of paid leave per year.\n")
+    report = pipeline.ingest([docs], "hr")
+    assert [f.status for f in report.files] == ["ingested", "ingested"]
+    store = FaissStore(tmp_path / "index").load()
+    by_text = {c.text: c for c in store.chunks()}
+    expenses = next(c for t, c in by_text.items() if "reimbursed" in t)
+    assert expenses.page == 2 and expenses.collection == "hr" and expenses.meta["language"] == "en"
+    leave = next(c for t, c in by_text.items() if "25 days" in t)
+    assert leave.page is None and leave.section.startswith("Leave")
+    assert all(c.meta["content_hash"] and c.meta["ingested_at"] for c in store.chunks())
+
+
+def test_offsets_point_into_the_document_text(tmp_path, pipeline):
+    p = tmp_path / "long.md"
+    text = "# Long\n\n" + "\n\n".join(f"Paragraph {i} says the code is {i * 7}." for i in range(60))
+    p.write_text(text)
+    pipeline.ingest([p], "c")
+    chunks = FaissStore(tmp_path / "index").load().chunks()
+    assert len(chunks) > 3
+    assert all(text[c.start:c.end] == c.text for c in chunks)
+
+
+def test_reingest_skips_unchanged_and_replaces_changed(tmp_path, pipeline):
+    a, b = tmp_path / "a.md", tmp_path / "b.md"
+    a.write_text("# A\n\nThe parking lot closes at 22:00.")
+    b.write_text("# B\n\nThe canteen serves lunch from 12:30.")
+    pipeline.ingest([a, b], "c")
+    b.write_text("# B\n\nThe canteen serves lunch from 13:00 to 15:00.")
+    report = pipeline.ingest([a, b], "c")
+    assert {f.source.split("/")[-1]: f.status for f in report.files} == {"a.md": "unchanged", "b.md": "ingested"}
+    texts = [c.text for c in FaissStore(tmp_path / "index").load().chunks()]
+    assert any("13:00" in t for t in texts) and not any("12:30" in t for t in texts)
+    assert len(texts) == 2
+
+
+def test_bad_files_are_reported_and_the_rest_ingested(tmp_path, pipeline):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "good.md").write_text("# Good\n\nVisitors sign in at the front desk.")
+    (d / "broken.pdf").write_bytes(b"%PDF-1.7 truncated")
+    (d / "empty.txt").write_bytes(b"")
+    report = pipeline.ingest([d], "c")
+    status = {f.source.split("/")[-1]: (f.status, f.error) for f in report.files}
+    assert status["good.md"][0] == "ingested"
+    assert status["broken.pdf"][0] == "failed" and "broken.pdf" in status["broken.pdf"][1]
+    assert status["empty.txt"][0] == "failed" and "empty" in status["empty.txt"][1]
+    assert len(FaissStore(tmp_path / "index").load()) == 1
+
+
+def test_missing_path_is_a_clear_error(tmp_path, pipeline):
+    with pytest.raises(InputPathError, match="nope.pdf: no such file"):
+        pipeline.ingest([tmp_path / "nope.pdf"], "c")
+
+
+def test_remove_document(tmp_path, pipeline):
+    a = tmp_path / "a.md"
+    a.write_text("# A\n\nThe badge office is on floor 2.")
+    pipeline.ingest([a], "c")
+    assert pipeline.remove([str(a)]) == 1
+    assert len(FaissStore(tmp_path / "index").load()) == 0
+
+
+def test_index_refuses_vectors_from_another_embedder(tmp_path, pipeline):
+    a = tmp_path / "a.md"
+    a.write_text("# A\n\nThe badge office is on floor 2.")
+    pipeline.ingest([a], "c")
+
+    class OtherEmbedder:
+        model_id = "other-model"
+        dim = pipeline.embedder.dim
+
+        def warm_up(self):
+            pass
+
+        def embed_documents(self, texts):
+            return pipeline.embedder.embed_documents(texts)
+
+    other = IngestPipeline(default_loaders(), RecursiveChunker(300, 50), OtherEmbedder(), pipeline.store)
+    b = tmp_path / "b.md"
+    b.write_text("# B\n\nLunch is at noon.")
+    with pytest.raises(EmbedderMismatchError, match="consulta reindex"):
+        other.ingest([b], "c")
+    assert len(FaissStore(tmp_path / "index").load()) == 1

@@ -1,0 +1,116 @@
+"""The FAISS store: a contract every VectorStore passes, plus durability of published generations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from retrieval.errors import IndexNotFoundError
+from retrieval.store import FaissStore, IndexIdentity
+from retrieval.types import Chunk, SearchFilter
+
+DIM = 8
+
+
+def _chunk(i: int, collection: str = "a", doc: str | None = None) -> Chunk:
+    return Chunk(f"c{i}", doc or f"d{i}", f"text {i}", 0, 6, {"source": f"/s/{doc or i}", "collection": collection,
+                                                             "language": "en"})
+
+
+def _vec(i: int) -> np.ndarray:
+    v = np.random.default_rng(i).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class VectorStoreContract:
+    """What any VectorStore must do; subclasses provide `make_store`."""
+
+    def make_store(self, tmp_path): raise NotImplementedError
+
+    def fill(self, store, n=20, collections=("a", "b")):
+        with store.writer(IndexIdentity("test-emb", DIM)) as w:
+            chunks = [_chunk(i, collections[i % len(collections)]) for i in range(n)]
+            w.add(chunks, np.vstack([_vec(i) for i in range(n)]))
+        return store
+
+    def test_search_finds_the_nearest_first(self, tmp_path):
+        store = self.fill(self.make_store(tmp_path))
+        hits = store.search(_vec(3), 3)
+        assert hits[0].chunk.id == "c3" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+    def test_filter_is_applied_inside_the_search(self, tmp_path):
+        store = self.fill(self.make_store(tmp_path), n=40, collections=("a", "b", "b", "b", "b", "b", "b", "b"))
+        hits = store.search(_vec(1), 5, SearchFilter(collections=("a",)))
+        assert len(hits) == 5, "k hits come back when k matching chunks exist"
+        assert all(h.chunk.collection == "a" for h in hits)
+        assert store.search(_vec(1), 5, SearchFilter(collections=("zzz",))) == []
+
+    def test_delete_documents(self, tmp_path):
+        store = self.fill(self.make_store(tmp_path), n=10)
+        with store.writer(IndexIdentity("test-emb", DIM)) as w:
+            assert w.delete_documents(["d3", "d4"]) == 2
+        reread = self.make_store(tmp_path).load()
+        assert len(reread) == 8 and "c3" not in {c.id for c in reread.chunks()}
+
+    def test_adding_the_same_chunk_twice_keeps_one(self, tmp_path):
+        store = self.fill(self.make_store(tmp_path), n=5)
+        self.fill(store, n=5)
+        assert len(self.make_store(tmp_path).load()) == 5
+
+
+class TestFaissStore(VectorStoreContract):
+    def make_store(self, tmp_path):
+        return FaissStore(tmp_path / "index")
+
+    def test_empty_store_says_ingest_first(self, tmp_path):
+        with pytest.raises(IndexNotFoundError, match="consulta ingest"):
+            FaissStore(tmp_path / "nothing").load()
+
+    def test_failed_write_publishes_nothing(self, tmp_path):
+        store = self.fill(self.make_store(tmp_path), n=5)
+        with pytest.raises(RuntimeError), store.writer(IndexIdentity("test-emb", DIM)) as w:
+            w.delete_documents(["d0", "d1"])
+            raise RuntimeError("crash mid-write")
+        assert len(FaissStore(tmp_path / "index").load()) == 5
+
+    def test_reader_picks_up_a_new_generation(self, tmp_path):
+        writer = self.fill(self.make_store(tmp_path), n=5)
+        reader = FaissStore(tmp_path / "index").load()
+        with writer.writer(IndexIdentity("test-emb", DIM)) as w:
+            w.add([_chunk(99)], _vec(99)[None, :])
+        assert reader.refresh() and len(reader) == 6
+
+    def test_kill_9_during_publish_leaves_the_previous_generation(self, tmp_path):
+        """A real process is killed while it writes generations in a loop; the index stays loadable."""
+        self.fill(self.make_store(tmp_path), n=5)
+        script = textwrap.dedent(f"""
+            import numpy as np, sys
+            sys.path.insert(0, {str(os.getcwd())!r})
+            from retrieval.store import FaissStore, IndexIdentity
+            from retrieval.types import Chunk
+            s = FaissStore({str(tmp_path / 'index')!r})
+            i = 1000
+            print("ready", flush=True)
+            while True:
+                with s.writer(IndexIdentity("test-emb", {DIM})) as w:
+                    chunks = [Chunk(f"k{{i}}-{{j}}", f"doc{{i}}", "x" * 5000, 0, 1, {{"collection": "a"}}) for j in range(200)]
+                    w.add(chunks, np.random.rand(200, {DIM}).astype("float32"))
+                i += 1
+        """)
+        for delay in (0.3, 0.7, 1.1):
+            proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+            assert proc.stdout.readline().strip() == "ready"
+            import time
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            store = FaissStore(tmp_path / "index").load()
+            assert len(store) == len(store.chunks()) >= 5
+            assert store.search(_vec(2), 1)[0].chunk.id == "c2"
