@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest.chunker import Chunker
+from ingest.chunker import Chunker, Span
 from ingest.document import Document, document_id_for
 from ingest.errors import FileFormatError, InputPathError
 from ingest.language import detect_language
@@ -122,9 +122,21 @@ class IngestPipeline:
         except PermissionError as e:
             raise FileFormatError(f"{path}: cannot read the file (permission denied)") from e
 
+    def _split(self, doc: Document) -> list[Span]:
+        """Chunk each page on its own, so that every chunk cites exactly one page."""
+        if not doc.pages:
+            return self.chunker.split(doc)
+        spans: list[Span] = []
+        for _page, start, end in doc.pages:
+            if end <= start:
+                continue
+            page_doc = Document(source=doc.source, text=doc.text[start:end], title=doc.title, meta=doc.meta)
+            spans.extend(Span(s.start + start, s.end + start, s.text) for s in self.chunker.split(page_doc))
+        return spans
+
     def _chunks_for(self, doc: Document, collection: str, content_hash: str, ingested_at: str) -> list[Chunk]:
         document_id = document_id_for(collection, doc.source)
-        spans = self.chunker.split(doc)
+        spans = self._split(doc)
         language = doc.meta.get("language") or detect_language(doc.text)
         modified = datetime.fromtimestamp(os.stat(doc.source).st_mtime, UTC).isoformat() \
             if os.path.exists(doc.source) else None

@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,20 +94,27 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+def get_services(request: Request):
+    """The Services the app was created with (a FastAPI dependency)."""
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Any, Depends(get_services)]
+
+
 def create_app(services) -> FastAPI:
     """The API over one Services instance (the composition root builds it; tests pass their own)."""
-    app = FastAPI(title="Consulta API", version=VERSION,
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        services.close()
+
+    app = FastAPI(title="Consulta API", version=VERSION, lifespan=lifespan,
                   description="Ask an organisation's own documents; answers cite the pages they came from.")
     app.add_middleware(CORSMiddleware, allow_origins=services.settings.api.cors_origins, allow_methods=["*"],
                        allow_headers=["*"])
     app.state.services = services
 
-    def get_services(request: Request):
-        return request.app.state.services
-
-    ServicesDep = Annotated[Any, Depends(get_services)]
-
-    @app.exception_handler(Exception)
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         status, kind = _error_status(exc)
         if status >= 500 and kind == "internal":
@@ -114,15 +122,14 @@ def create_app(services) -> FastAPI:
             return _error_json(500, kind, "internal error; see the server log")
         return _error_json(status, kind, str(exc))
 
+    for known in (ConsultaError, IngestError, RetrievalError, ServingError, Exception):
+        app.add_exception_handler(known, on_error)
+
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else first.get("msg"))
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        services.close()
 
     @app.get("/health", response_model=HealthResponse, tags=["system"])
     def health(s: ServicesDep) -> HealthResponse:

@@ -1,0 +1,107 @@
+"""The HTTP API through its client, over the real engine, embedder and index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.server import create_app
+from app.container import Services
+from app.settings import Settings
+from tests.conftest import TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, corpus_dir):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("api"),
+                        serving={"model": TINY_MODEL, "n_ctx": 4096, "max_sequences": 2, "max_tokens": 32,
+                                 "n_threads": 2})
+    services = Services(settings)
+    services.pipeline.ingest([corpus_dir], "demo")
+    with TestClient(create_app(services)) as c:
+        yield c
+    services.close()
+
+
+def parse_sse(body: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in body.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_health_reports_index_and_model(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok" and r.json()["index_chunks"] > 0 and r.json()["model"] == TINY_MODEL
+
+
+def test_collections_and_documents(client):
+    cols = client.get("/v1/collections").json()["collections"]
+    assert cols == [{"name": "demo", "documents": 2, "chunks": cols[0]["chunks"]}]
+    docs = client.get("/v1/documents", params={"collection": "demo"}).json()["documents"]
+    assert {d["source"].rsplit("/", 1)[-1] for d in docs} == {"consulta.md", "handbook.pdf"}
+    assert next(d for d in docs if d["source"].endswith(".pdf"))["pages"] == 2
+
+
+def test_search(client):
+    r = client.post("/v1/search", json={"query": "travel expenses reimbursed", "k": 2})
+    hit = r.json()["hits"][0]
+    assert hit["page"] == 2 and hit["source"].endswith("handbook.pdf")
+
+
+def test_ask_plain(client):
+    r = client.post("/v1/ask", json={"question": "When are travel expenses reimbursed?"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answer"] and isinstance(body["refused"], bool)
+    assert body["timings"]["total_ms"] >= body["timings"]["retrieval_ms"] > 0
+    if not body["refused"]:
+        assert body["citations"] and body["citations"][0]["page"] in (1, 2, None)
+
+
+def test_ask_streams_sources_tokens_then_done(client):
+    with client.stream("POST", "/v1/ask", json={"question": "When are travel expenses reimbursed?",
+                                                "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        body = "".join(r.iter_text())
+    events = parse_sse(body)
+    names = [e for e, _ in events]
+    assert names[0] == "sources" and names[-1] == "done" and "token" in names
+    streamed = "".join(d["text"] for e, d in events if e == "token")
+    done = events[-1][1]
+    assert streamed.strip() == done["answer"].strip()
+    assert events[0][1]["citations"][0]["source"].endswith("handbook.pdf")
+
+
+def test_unknown_collection_is_404_with_error_shape(client):
+    r = client.post("/v1/ask", json={"question": "hello?", "collection": "secret"})
+    assert r.status_code == 404
+    assert r.json()["error"]["type"] == "not_found" and "secret" in r.json()["error"]["message"]
+
+
+def test_empty_question_is_422_with_error_shape(client):
+    r = client.post("/v1/ask", json={"question": ""})
+    assert r.status_code == 422 and "question" in r.json()["error"]["message"]
+
+
+def test_upload_ingests_and_lists(client, tmp_path):
+    files = [("files", ("canteen.md", b"# Canteen\n\nThe canteen serves lunch from 12:30 to 15:00.", "text/markdown")),
+             ("files", ("broken.pdf", b"%PDF-1.4 nonsense", "application/pdf"))]
+    r = client.post("/v1/documents", files=files, data={"collection": "facilities"})
+    assert r.status_code == 200, r.text
+    status = {f["source"]: f for f in r.json()["files"]}
+    assert status["canteen.md"]["status"] == "ingested" and status["canteen.md"]["chunks"] == 1
+    assert status["broken.pdf"]["status"] == "failed" and "broken.pdf" in status["broken.pdf"]["error"]
+    names = [c["name"] for c in client.get("/v1/collections").json()["collections"]]
+    assert names == ["demo", "facilities"]
+    hit = client.post("/v1/search", json={"query": "lunch", "collection": "facilities"}).json()["hits"][0]
+    assert hit["source"].endswith("canteen.md")
+
+
+def test_openapi_documents_the_endpoints(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/v1/ask", "/v1/search", "/v1/collections", "/v1/documents"} <= set(paths)
