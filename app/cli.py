@@ -183,7 +183,8 @@ def ui(port: Annotated[int | None, typer.Option(help="Port")] = None) -> None:
     app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     env = {**os.environ, "CONSULTA_API_URL": settings.ui.api_url}
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.headless", "true",
-           "--server.port", str(port or settings.ui.port), "--browser.gatherUsageStats", "false"]
+           "--server.port", str(port or settings.ui.port), "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 

@@ -16,8 +16,12 @@ _WORDS = {
               "està són va quan on perquè però més ho al dels amb això aquest aquesta".split()),
 }
 _DISTINCT = {
-    "es": set("qué cuál cuáles cómo está son los las del y para pero más dónde porque una".split()),
-    "ca": set("què quin quina quins com és els les dels i amb però més on perquè això aquest aquesta".split()),
+    "en": set("the what which who how many much does do is are was were days year years with this that "
+              "there their they should would could".split()),
+    "es": set("qué cuál cuáles cómo está son los las del y para pero más dónde porque una cuántos cuántas "
+              "cuánto días año años tiene tienen hay puede pueden hacer sobre desde también muy".split()),
+    "ca": set("què quin quina quins quines com és els les dels i amb però més on perquè això aquest aquesta "
+              "quants quantes quant dies any anys té tenen hi pot poden fer sobre des també molt".split()),
 }
 _TOKEN = re.compile(r"[a-zà-ÿ·']+")
 
@@ -41,7 +45,10 @@ def detect_language(text: str, default: str = "en") -> str:
               for lang, words in _WORDS.items()}
     if "¿" in sample or "¡" in sample:
         scores["es"] += 3
-    if "l·l" in sample.lower() or re.search(r"\b[dls]'[a-z]", sample.lower()):
+    low = sample.lower()
+    if "l·l" in low or re.search(r"\b[dls]'[a-zà-ú]", low):
         scores["ca"] += 2
+    scores["ca"] += 2 * len(re.findall(r"[àèò]|ny[aeiou]", low))  # grave accents and -ny- are Catalan
+    scores["es"] += 2 * low.count("ñ")
     best = max(scores, key=lambda k: scores[k])
     return best if scores[best] > 0 else default

