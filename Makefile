@@ -27,7 +27,7 @@ $(TEST_STAMP): $(INSTALL_STAMP)
 	@touch $@
 
 bench-retrieval: $(INSTALL_STAMP)  ## dense retrieval quality per embedder on ../shared/data
-	$(PY) bench/retrieval.py --json
+	$(PY) bench/embedders.py --json
 
 bench-engine: $(INSTALL_STAMP)  ## continuous batching vs one-after-another
 	$(PY) bench/engine.py --json

@@ -69,12 +69,16 @@ def test_ask_json_contract(env, ingested):
         assert c["source"].endswith(("handbook.pdf", "consulta.md"))
 
 
-def test_ask_off_topic_refuses_in_the_question_language(env, ingested):
-    r = run_cli(["ask", "¿Cuál es la capital de Mongolia y cuántos habitantes tiene?", "--json"], env)
+def test_ask_below_the_relevance_threshold_refuses_in_the_question_language(env, ingested):
+    """No passage is relevant enough (threshold raised above any match): refused without asking the model."""
+    r = run_cli(["ask", "¿Cuál es la capital de Mongolia y cuántos habitantes tiene?", "--json"],
+                {**env, "CONSULTA_RETRIEVAL__MIN_SCORE": "0.99"})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["refused"] is True and out["citations"] == []
     assert "Los documentos no lo dicen" in out["answer"]
+    assert out["sources"], "the closest passages are still shown"
+    assert out["timings"]["ttft_ms"] is None, "the model was not asked"
 
 
 def test_missing_path_is_one_line(env):
