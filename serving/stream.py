@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import queue
-import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -102,8 +101,15 @@ class EngineStream:
         return self._request.id
 
     def cancel(self) -> None:
-        """Stop generating; the engine frees the request's KV cache at its next step."""
-        _cancel(self._request)
+        """Stop generating; the engine frees the request's KV cache at its next step.
+
+        `completion.finish_reason` reads "cancelled" at once; the timings are final when the
+        engine has let go of the request (iterating the stream to its end waits for that).
+        """
+        request = self._request
+        _cancel(request)
+        if not request.finished:
+            request.completion.finish_reason = "cancelled"
 
     def __iter__(self) -> Iterator[str]:
         return self._iterate()

@@ -192,3 +192,12 @@ def test_requests_time_out(smollm2_path):
         assert stream.completion.finish_reason == "error"
         assert engine.stats()["kv_cells_used"] == 0
 
+
+
+def test_a_unified_kv_cache_lets_one_request_use_more_than_its_share(smollm2_path):
+    with BatchingEngine(smollm2_path, n_ctx=1024, n_threads=2, max_sequences=2, kv_unified=True,
+                        n_ctx_per_seq=900) as engine:
+        assert engine.n_ctx_per_seq == 900 > engine.n_ctx // 2
+        completion = engine.generate(chat("hello " * 560 + "\nSay hi."), SamplingParams(max_tokens=4))
+        assert completion.prompt_tokens > 512 and completion.finish_reason in ("stop", "length")
+        assert engine.stats()["kv_cells_used"] == 0

@@ -1,0 +1,595 @@
+"""BatchingEngine: an in-process llama.cpp engine with iteration-level continuous batching.
+
+llama-cpp-python's high-level `Llama` serves one request at a time behind a lock. This engine
+drives the low-level API itself so that concurrent requests share every forward pass:
+
+- one decode thread owns the `llama_context`; requests reach it through a bounded FIFO
+  (full -> `EngineBusyError` at once, on the caller's thread);
+- each running request holds a *slot*: a llama.cpp sequence id with its own KV stream
+  (`n_seq_max = max_sequences`, `kv_unified = False`: each sequence gets
+  `n_ctx / max_sequences` cells and attends only to its own);
+- every step builds ONE `llama_batch`: the next token of each generating sequence, then
+  chunks of prompts still being read, up to `n_batch` tokens (chunked prefill, oldest first);
+- a sequence's first token is sampled from the same step that read its last prompt token
+  (logits are requested for that row only: the next decode overwrites them);
+- a finished or cancelled sequence frees its KV (`llama_memory_seq_rm`) and its slot at once,
+  and a waiting request takes the slot at the next step.
+
+Rows are laid out in sequence-id order and slots are handed out lowest-id first: with
+per-sequence KV streams llama.cpp groups only *consecutive* sequence ids into one micro-batch,
+so dense ids keep a decode step in one micro-batch. (A hole left by a finished request splits
+it in two until a waiting request fills the slot; a prompt chunk mixed into a step adds a
+micro-batch of its own.)
+
+Greedy output is the same token for token whether a request runs alone or shares the batch
+(observed on CPU and CUDA; tests/serving asserts it), and equals llama-cpp-python's `Llama`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from serving.detokenizer import IncrementalDetokenizer
+from serving.generator import (
+    Completion,
+    EngineBusyError,
+    EngineClosedError,
+    GenerationError,
+    Message,
+    ModelNotFoundError,
+    PromptTooLongError,
+    SamplingParams,
+    ServingError,
+)
+from serving.sampling import build_sampler
+from serving.stream import EngineStream, Request
+
+logger = logging.getLogger(__name__)
+_native_logger = logging.getLogger(__name__ + ".llama_cpp")
+_NATIVE_LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml: 1 debug, 2 info, 3 warn, 4 error, 5 cont
+
+
+@llama_cpp.llama_log_callback
+def _route_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's own log lines go to Python logging instead of stderr (INFO shows as DEBUG)."""
+    message = text.decode("utf-8", errors="replace").rstrip("\n")
+    if message.strip():
+        _native_logger.log(_NATIVE_LEVELS.get(level, logging.DEBUG), "%s", message)
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """A request holding a slot; touched only by the decode thread."""
+
+    request: Request
+    seq_id: int
+    sampler: int
+    detok: IncrementalDetokenizer
+    reserved: int  # KV cells reserved for it: prompt + max_tokens
+    n_past: int = 0  # tokens already in its KV stream
+    next_token: int | None = None  # sampled, to be fed at the next step
+
+    @property
+    def prompt_left(self) -> int:
+        return len(self.request.tokens) - self.n_past if self.next_token is None else 0
+
+
+class BatchingEngine:
+    """A `Generator` that batches concurrent requests into shared llama.cpp forward passes.
+
+    Args:
+        model_path: the GGUF file.
+        n_ctx: total KV cells, shared out among the `max_sequences` slots.
+        n_threads: CPU threads for llama.cpp (default: all cores).
+        n_gpu_layers: layers to offload (-1 = all) when llama.cpp was built with a GPU backend.
+        max_sequences: requests decoded together (slots).
+        n_batch: token budget of one step: one token per generating request plus prompt chunks.
+        max_queue: requests allowed to wait for a slot before `stream()` raises EngineBusyError.
+        flash_attn: llama.cpp flash attention (slower on small CPUs, faster on GPUs).
+        request_timeout_s: fail a request that has not finished this long after submission.
+        n_ctx_per_seq: the per-request budget (prompt + max_tokens); defaults to
+            `n_ctx // max_sequences`. Larger values need `kv_unified=True`.
+        kv_unified: one KV buffer for all slots: lets one request use more than its share, but
+            every token attends over the whole buffer (slower with several sequences).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        max_sequences: int = 8,
+        n_batch: int = 512,
+        max_queue: int = 64,
+        flash_attn: bool = False,
+        request_timeout_s: float | None = None,
+        n_ctx_per_seq: int | None = None,
+        kv_unified: bool = False,
+    ) -> None:
+        self.model_path = Path(model_path).expanduser()
+        if not self.model_path.is_file():
+            raise ModelNotFoundError(
+                f"model file not found: {self.model_path} "
+                "(check the serving model path setting, or download a GGUF model there)"
+            )
+        if max_sequences < 1 or n_batch < max_sequences or max_queue < 0:
+            raise ValueError("need max_sequences >= 1, n_batch >= max_sequences and max_queue >= 0")
+        if n_ctx_per_seq is not None and not kv_unified and n_ctx_per_seq > n_ctx // max_sequences:
+            raise ValueError(
+                f"n_ctx_per_seq={n_ctx_per_seq} exceeds n_ctx // max_sequences = {n_ctx // max_sequences}; "
+                "raise n_ctx or set kv_unified=True"
+            )
+        self.model_id = self.model_path.stem
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_gpu_layers = n_gpu_layers
+        self.max_sequences = max_sequences
+        self.n_batch = n_batch
+        self.max_queue = max_queue
+        self.flash_attn = flash_attn
+        self.request_timeout_s = request_timeout_s
+        self.kv_unified = kv_unified
+        self._n_ctx_per_seq_setting = n_ctx_per_seq
+        self.n_ctx_per_seq = n_ctx_per_seq or n_ctx // max_sequences  # final after warm_up
+
+        self._cond = threading.Condition()
+        self._waiting: deque[Request] = deque()
+        self._closing = False
+        self._closed = False
+        self._warm_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._model = self._ctx = self._vocab = self._mem = None
+        self._batch: llama_cpp.llama_batch | None = None
+        self._chat_formatter = None
+
+        # decode-thread state
+        self._slots: list[_Sequence | None] = [None] * max_sequences
+        self._kv_reserved = 0
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+        # metrics (written by the decode thread, read by stats())
+        self._requests_total = 0
+        self._tokens_generated_total = 0
+        self._prompt_tokens_total = 0
+        self._finished_total: dict[str, int] = {}
+        self._kv_cells_used = 0
+        self._steps_total = 0
+        self._recent_ttft: deque[float] = deque(maxlen=256)
+        self._recent_tpot: deque[float] = deque(maxlen=256)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load the model, create the context and start the decode thread. Idempotent."""
+        with self._warm_lock:
+            if self._thread is not None:
+                return
+            if self._closed or self._closing:
+                raise EngineClosedError("the engine is closed")
+            started = time.perf_counter()
+            llama_cpp.llama_log_set(_route_native_log, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            self._load()
+            self._thread = threading.Thread(target=self._run, name=f"engine-{self.model_id}", daemon=True)
+            self._thread.start()
+            logger.info(
+                "loaded %s in %.1fs: %d slots x %d KV cells, n_batch=%d, threads=%d, gpu_layers=%d",
+                self.model_id, time.perf_counter() - started, self.max_sequences,
+                self.n_ctx_per_seq, self.n_batch, self.n_threads, self.n_gpu_layers,
+            )
+
+    def _load(self) -> None:
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = self.n_gpu_layers
+        model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), mparams)
+        if not model:
+            raise ServingError(f"llama.cpp could not load {self.model_path} (not a GGUF model, or unsupported)")
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = self.n_ctx
+        cparams.n_batch = cparams.n_ubatch = self.n_batch
+        cparams.n_seq_max = self.max_sequences
+        cparams.n_threads = cparams.n_threads_batch = self.n_threads
+        cparams.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        cparams.kv_unified = self.kv_unified
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise ServingError(f"llama.cpp could not create a context for {self.model_id} (n_ctx={self.n_ctx})")
+        self._model, self._ctx = model, ctx
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.n_ctx = llama_cpp.llama_n_ctx(ctx)  # llama.cpp rounds the per-sequence size up to 256
+        n_ctx_seq = llama_cpp.llama_n_ctx_seq(ctx)  # what one sequence can hold (all of n_ctx if unified)
+        fair_share = self.n_ctx // self.max_sequences if self.kv_unified else n_ctx_seq
+        self.n_ctx_per_seq = min(self._n_ctx_per_seq_setting or fair_share, n_ctx_seq)
+        self._chat_formatter = self._make_chat_formatter()
+        self._warm_decode()
+
+    def _warm_decode(self) -> None:
+        """One throwaway forward pass, so the first request does not pay for paging in the weights."""
+        batch = self._batch
+        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = 0, 0, 1, 1
+        batch.seq_id[0][0] = 0
+        batch.n_tokens = 1
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        llama_cpp.llama_memory_seq_rm(self._mem, 0, -1, -1)
+        if rc != 0:
+            raise ServingError(f"llama.cpp failed a test forward pass of {self.model_id} (code {rc})")
+
+    def _make_chat_formatter(self):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        source = llama_cpp.llama_model_chat_template(self._model, None)
+        if not source:
+            logger.warning("%s has no chat template in its metadata; using ChatML", self.model_id)
+            source = _CHATML
+        special = lambda token: (  # noqa: E731
+            llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace") if token >= 0 else ""
+        )
+        return Jinja2ChatFormatter(
+            template=source.decode("utf-8") if isinstance(source, bytes) else source,
+            eos_token=special(llama_cpp.llama_vocab_eos(self._vocab)),
+            bos_token=special(llama_cpp.llama_vocab_bos(self._vocab)),
+            add_generation_prompt=True,
+        )
+
+    def close(self) -> None:
+        """Stop the decode thread, fail unfinished requests with EngineClosedError, free memory."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        with self._warm_lock:  # waits for a warm_up in progress
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        else:
+            self._free()
+        self._closed = True
+
+    def __enter__(self) -> BatchingEngine:
+        self.warm_up()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- requests -------------------------------------------------------------------------
+    def format_chat(self, messages: Sequence[Message]) -> str:
+        """The prompt the model sees for `messages`: its own chat template from the GGUF."""
+        self.warm_up()
+        return self._chat_formatter(messages=[dict(m) for m in messages]).prompt
+
+    def stream(self, messages: Sequence[Message], params: SamplingParams) -> EngineStream:
+        """Submit a chat request. Raises PromptTooLongError / EngineBusyError synchronously."""
+        prompt = self.format_chat(messages)
+        # the template already holds any BOS the model wants, so none is added here
+        return self._submit(self._tokenize(prompt, add_special=False, parse_special=True), params)
+
+    def stream_prompt(self, prompt: str, params: SamplingParams) -> EngineStream:
+        """Submit a raw completion request (no chat template; BOS added if the model wants it)."""
+        self.warm_up()
+        return self._submit(self._tokenize(prompt, add_special=True, parse_special=True), params)
+
+    def generate(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
+        stream = self.stream(messages, params)
+        for _ in stream:
+            pass
+        return stream.completion
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes as plain content (no BOS, special markup not parsed)."""
+        self.warm_up()
+        return len(self._tokenize(text, add_special=False, parse_special=False))
+
+    def _tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        if self._vocab is None:
+            raise EngineClosedError("the engine is closed")
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            tokens = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, add_special, parse_special)
+            if n >= 0:
+                return tokens[:n]
+            capacity = -n
+
+    def _submit(self, tokens: list[int], params: SamplingParams) -> EngineStream:
+        if params.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if not tokens:
+            raise ValueError("the prompt is empty")
+        need = len(tokens) + params.max_tokens
+        if need > self.n_ctx_per_seq:
+            raise PromptTooLongError(
+                f"prompt of {len(tokens)} tokens + max_tokens {params.max_tokens} = {need} tokens "
+                f"exceeds the per-request context of {self.n_ctx_per_seq} tokens "
+                f"(n_ctx={self.n_ctx} shared by max_sequences={self.max_sequences})"
+            )
+        deadline = None if self.request_timeout_s is None else time.perf_counter() + self.request_timeout_s
+        request = Request(tokens=tokens, params=params, engine_alive=self._alive, deadline=deadline)
+        request.completion.prompt_tokens = len(tokens)
+        with self._cond:
+            if self._closing:
+                raise EngineClosedError("the engine is closed")
+            if len(self._waiting) >= self.max_queue:
+                raise EngineBusyError(
+                    f"{len(self._waiting)} requests already waiting for one of {self.max_sequences} slots; "
+                    "try again later"
+                )
+            self._waiting.append(request)
+            self._requests_total += 1
+            self._cond.notify()
+        return EngineStream(request)
+
+    def _alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    # -- metrics --------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """A snapshot for metrics endpoints; cheap and safe to call from any thread."""
+        running = sum(s is not None for s in self._slots)
+        mean = lambda xs: round(sum(xs) / len(xs), 3) if xs else None  # noqa: E731
+        ttft, tpot = list(self._recent_ttft), list(self._recent_tpot)
+        return {
+            "model": self.model_id,
+            "running": running,
+            "waiting": len(self._waiting),
+            "slots": self.max_sequences,
+            "requests_total": self._requests_total,
+            "requests_finished": dict(self._finished_total),
+            "tokens_generated_total": self._tokens_generated_total,
+            "prompt_tokens_total": self._prompt_tokens_total,
+            "steps_total": self._steps_total,
+            "kv_cells_used": self._kv_cells_used,  # from llama_memory_seq_pos_max, after each step
+            "kv_cells_total": self.n_ctx,
+            "ttft_ms_mean": mean(ttft),
+            "tpot_ms_mean": mean(tpot),
+        }
+
+    # -- decode thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closing and not self._waiting and not any(self._slots):
+                        self._cond.wait()
+                    if self._closing:
+                        return
+                    admitted = self._admit_locked()
+                try:
+                    for request, seq_id in admitted:
+                        self._start(request, seq_id)
+                    self._step()
+                except Exception as exc:  # a bug or a native failure: fail what ran, keep serving
+                    logger.exception("decode step failed")
+                    for seq in [s for s in self._slots if s is not None]:
+                        self._release(seq, "error", GenerationError(f"generation failed: {exc}"))
+                finally:
+                    self._kv_cells_used = self._count_kv_cells()
+        finally:
+            self._shutdown()
+
+    def _admit_locked(self) -> list[tuple[Request, int]]:
+        """Pop waiting requests into free slots (lowest id first). Called with the lock held."""
+        now = time.perf_counter()
+        admitted = []
+        for request in list(self._waiting):
+            if request.cancelled or (request.deadline is not None and now > request.deadline):
+                self._waiting.remove(request)
+                self._end_unstarted(request, now)
+        free = [i for i, s in enumerate(self._slots) if s is None]
+        while self._waiting and free:
+            request = self._waiting[0]
+            if self._kv_reserved + len(request.tokens) + request.params.max_tokens > self.n_ctx:
+                break  # only with kv_unified: wait until enough KV is released
+            self._waiting.popleft()
+            self._kv_reserved += len(request.tokens) + request.params.max_tokens
+            admitted.append((request, free.pop(0)))
+        return admitted
+
+    def _end_unstarted(self, request: Request, now: float) -> None:
+        request.completion.queue_ms = (now - request.submitted) * 1000.0
+        if request.cancelled:
+            self._count_finished("cancelled")
+            request.finish("cancelled")
+        else:
+            self._count_finished("error")
+            request.finish("error", GenerationError(f"timed out after {self.request_timeout_s}s waiting for a slot"))
+
+    def _start(self, request: Request, seq_id: int) -> None:
+        request.completion.queue_ms = (time.perf_counter() - request.submitted) * 1000.0
+        try:
+            sampler = build_sampler(request.params, self._n_vocab, request.tokens)
+        except Exception as exc:
+            self._kv_reserved -= len(request.tokens) + request.params.max_tokens
+            self._count_finished("error")
+            request.finish("error", GenerationError(f"could not set up sampling: {exc}"))
+            return
+        self._slots[seq_id] = _Sequence(
+            request=request,
+            seq_id=seq_id,
+            sampler=sampler,
+            detok=IncrementalDetokenizer(request.params.stop),
+            reserved=len(request.tokens) + request.params.max_tokens,
+        )
+        self._prompt_tokens_total += len(request.tokens)
+
+    def _step(self) -> None:
+        now = time.perf_counter()
+        for seq in [s for s in self._slots if s is not None]:
+            request = seq.request
+            if request.cancelled:
+                self._release(seq, "cancelled")
+            elif request.deadline is not None and now > request.deadline:
+                self._release(seq, "error", GenerationError(f"timed out after {self.request_timeout_s}s"))
+        running = [s for s in self._slots if s is not None]  # in seq-id order
+        if not running:
+            return
+
+        # plan: every generating sequence gets its one token, prompts share what is left (FIFO)
+        budget = self.n_batch - sum(s.next_token is not None for s in running)
+        chunk: dict[int, int] = {}
+        for seq in sorted((s for s in running if s.prompt_left), key=lambda s: s.request.submitted):
+            if budget <= 0:
+                break
+            chunk[seq.seq_id] = min(seq.prompt_left, budget)
+            budget -= chunk[seq.seq_id]
+
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[_Sequence, int]] = []  # (sequence, batch row to sample from)
+        fed: list[tuple[_Sequence, int]] = []
+        for seq in running:
+            if seq.next_token is not None:
+                rows = [seq.next_token]
+            elif seq.seq_id in chunk:
+                rows = seq.request.tokens[seq.n_past : seq.n_past + chunk[seq.seq_id]]
+            else:
+                continue
+            last_prompt_row = seq.next_token is not None or seq.n_past + len(rows) == len(seq.request.tokens)
+            for k, token in enumerate(rows):
+                batch.token[n] = token
+                batch.pos[n] = seq.n_past + k
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq.seq_id
+                batch.logits[n] = last_prompt_row and k == len(rows) - 1
+                n += 1
+            if last_prompt_row:
+                outputs.append((seq, n - 1))
+            fed.append((seq, len(rows)))
+        batch.n_tokens = n
+
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        self._steps_total += 1
+        if rc != 0:
+            self._on_decode_failure(rc, [s for s, _ in fed])
+            return
+        for seq, count in fed:
+            seq.n_past += count
+        for seq, row in outputs:
+            self._sample(seq, row)
+
+    def _on_decode_failure(self, rc: int, sequences: list[_Sequence]) -> None:
+        if rc == 1 and len(sequences) > 1:
+            # no room in the KV cache; llama.cpp restored it. Give up the newest request only.
+            newest = max(sequences, key=lambda s: s.request.submitted)
+            logger.warning("llama_decode found no KV slot; failing request %d", newest.request.id)
+            self._release(newest, "error", GenerationError("the KV cache is full; retry with a shorter request"))
+            return
+        logger.error("llama_decode returned %d for a batch of %d sequences", rc, len(sequences))
+        for seq in sequences:
+            self._release(seq, "error", GenerationError(f"llama_decode failed (code {rc})"))
+
+    def _sample(self, seq: _Sequence, row: int) -> None:
+        request = seq.request
+        completion = request.completion
+        try:
+            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row)
+            if completion.ttft_ms is None:
+                completion.ttft_ms = (time.perf_counter() - request.submitted) * 1000.0
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                request.post(seq.detok.flush())
+                self._release(seq, "stop")
+                return
+            completion.completion_tokens += 1
+            self._tokens_generated_total += 1
+            request.post(seq.detok.push(self._piece(token)))
+            if seq.detok.stopped:
+                self._release(seq, "stop")
+            elif completion.completion_tokens >= request.params.max_tokens:
+                request.post(seq.detok.flush())
+                self._release(seq, "length")
+            else:
+                seq.next_token = token
+        except Exception as exc:
+            logger.exception("sampling failed for request %d", request.id)
+            self._release(seq, "error", GenerationError(f"sampling failed: {exc}"))
+
+    def _piece(self, token: int) -> bytes:
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            self._piece_buf = buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def _release(self, seq: _Sequence, reason: str, error: ServingError | None = None) -> None:
+        """Free the sequence's KV, sampler and slot, then close its stream."""
+        if self._slots[seq.seq_id] is not seq:
+            return
+        self._slots[seq.seq_id] = None
+        self._kv_reserved -= seq.reserved
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        llama_cpp.llama_sampler_free(seq.sampler)
+        self._kv_cells_used = self._count_kv_cells()  # up to date before the consumer hears
+        self._count_finished(reason)
+        request = seq.request
+        request.finish(reason, error)
+        if reason in ("stop", "length"):
+            c = request.completion
+            if c.ttft_ms is not None:
+                self._recent_ttft.append(c.ttft_ms)
+            if c.tpot_ms is not None:
+                self._recent_tpot.append(c.tpot_ms)
+        logger.debug(
+            "request %d %s: %d+%d tokens, queue %.0fms, ttft %s, total %.0fms",
+            request.id, reason, request.completion.prompt_tokens, request.completion.completion_tokens,
+            request.completion.queue_ms, request.completion.ttft_ms, request.completion.total_ms,
+        )
+
+    def _count_finished(self, reason: str) -> None:
+        self._finished_total[reason] = self._finished_total.get(reason, 0) + 1
+
+    def _count_kv_cells(self) -> int:
+        return sum(llama_cpp.llama_memory_seq_pos_max(self._mem, i) + 1 for i in range(self.max_sequences))
+
+    def _shutdown(self) -> None:
+        """On the decode thread's way out: fail everything still pending, free native memory."""
+        closed = EngineClosedError("the engine was closed before the request finished")
+        for seq in [s for s in self._slots if s is not None]:
+            self._release(seq, "error", closed)
+        with self._cond:
+            self._closing = True
+            pending, self._waiting = list(self._waiting), deque()
+        for request in pending:
+            self._count_finished("error")
+            request.finish("error", closed)
+        self._kv_cells_used = 0
+        self._free()
+
+    def _free(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = self._mem = None
+        if self._model:
+            self._vocab = None
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+
+_CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
