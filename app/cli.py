@@ -184,7 +184,7 @@ def ui(port: Annotated[int | None, typer.Option(help="Port")] = None) -> None:
     env = {**os.environ, "CONSULTA_API_URL": settings.ui.api_url}
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.headless", "true",
            "--server.port", str(port or settings.ui.port), "--browser.gatherUsageStats", "false",
-           "--client.toolbarMode", "minimal"]
+           "--client.toolbarMode", "minimal", "--server.maxUploadSize", str(max(1, int(settings.api.max_upload_mb)))]
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
