@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALL_STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test install test-quick bench bench-retrieval bench-engine api ui clean
+.PHONY: run test install test-quick bench bench-retrieval bench-hybrid bench-engine api ui clean
 
 run: $(INSTALL_STAMP)  ## install on first use, ingest docs/, start the API and the UI
 	@bash scripts/run.sh
@@ -29,10 +29,13 @@ $(TEST_STAMP): $(INSTALL_STAMP)
 bench-retrieval: $(INSTALL_STAMP)  ## dense retrieval quality per embedder on ../shared/data
 	$(PY) bench/embedders.py --json
 
+bench-hybrid: $(INSTALL_STAMP)  ## BM25 vs dense (e5) vs hybrid on ../shared/data; passage vectors cached in /tmp
+	$(PY) bench/hybrid.py --max-queries 300
+
 bench-engine: $(INSTALL_STAMP)  ## continuous batching vs one-after-another
 	$(PY) bench/engine.py --json
 
-bench: bench-retrieval bench-engine
+bench: bench-retrieval bench-hybrid bench-engine
 
 api: $(INSTALL_STAMP)
 	$(VENV)/bin/consulta serve

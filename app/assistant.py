@@ -50,16 +50,19 @@ class Citation:
     end: int
     score: float
     text: str
+    dense_score: float | None = None
 
     @classmethod
     def from_hit(cls, n: int, hit: Hit) -> Citation:
         c = hit.chunk
-        return cls(n, c.id, c.source, c.meta.get("title"), c.page, c.section, c.start, c.end, hit.score, c.text)
+        return cls(n, c.id, c.source, c.meta.get("title"), c.page, c.section, c.start, c.end, hit.score, c.text,
+                   hit.dense_score)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "chunk_id": self.chunk_id, "source": self.source, "title": self.title,
                 "page": self.page, "section": self.section, "start": self.start, "end": self.end,
-                "score": round(self.score, 4), "text": self.text}
+                "score": round(self.score, 4), "text": self.text,
+                "dense_score": None if self.dense_score is None else round(self.dense_score, 4)}
 
 
 @dataclass(slots=True)
@@ -92,6 +95,19 @@ class AssistantSettings:
 
 
 _CITE = re.compile(r"\[(\d{1,2})\]")
+_WORD = re.compile(r"\w{3,}")
+
+
+def supporting_sources(answer: str, sources: list[Citation]) -> list[Citation]:
+    """The sources that share the most content words with an uncited answer (the best, and any close to it)."""
+    words = {w.lower() for w in _WORD.findall(answer)}
+    if not words or not sources:
+        return sources[:1]
+    overlap = [(len(words & {w.lower() for w in _WORD.findall(s.text)}) / len(words), s) for s in sources]
+    best = max(o for o, _ in overlap)
+    if best == 0:
+        return sources[:1]
+    return [s for o, s in overlap if o >= 0.75 * best]
 
 
 def _source_header(n: int, hit: Hit) -> str:
@@ -138,9 +154,10 @@ class Assistant:
         language = detect_language(question)
         if filter is None and collection:
             filter = SearchFilter(collections=(collection,))
-        hits = self.retriever.retrieve(question, k or self.settings.k, filter)
+        hits = self.retriever.retrieve(question, k or self.settings.k, filter, language=language)
         retrieval_ms = (time.perf_counter() - t0) * 1000
-        relevant = [h for h in hits if h.score >= self.settings.min_score]
+        # min_score is on the embedding-cosine scale whatever ranked the hits (Hit.relevance).
+        relevant = [h for h in hits if h.relevance >= self.settings.min_score]
         if not relevant:
             sources = [Citation.from_hit(n, h) for n, h in enumerate(hits[:3], start=1)]
             yield "sources", sources
@@ -190,8 +207,8 @@ class Assistant:
             text = raw.replace(NO_ANSWER, "").strip()
             numbers = [int(m) for m in _CITE.findall(text)]
             cited = [s for s in sources if s.n in numbers]
-            if not cited:
-                cited = sources[:1]
+            if not cited:  # the model forgot to cite: credit the sources that hold the answer's words
+                cited = supporting_sources(text, sources)
             if not released:
                 yield "token", text
         total_ms = (time.perf_counter() - t0) * 1000

@@ -116,7 +116,8 @@ def search(
     hits = services.retriever.retrieve(query, k, flt)
     out = [{"chunk_id": h.chunk.id, "source": h.chunk.source, "page": h.chunk.page, "section": h.chunk.section,
             "score": round(h.score, 4), "text": h.chunk.text, "collection": h.chunk.collection,
-            "title": h.chunk.meta.get("title"), "start": h.chunk.start, "end": h.chunk.end} for h in hits]
+            "title": h.chunk.meta.get("title"), "start": h.chunk.start, "end": h.chunk.end,
+            "dense_score": None if h.dense_score is None else round(h.dense_score, 4)} for h in hits]
     if as_json:
         _print_json({"hits": out})
         return
@@ -124,7 +125,9 @@ def search(
         err.print("no matching passages")
     for i, h in enumerate(out, 1):
         where = Path(h["source"]).name + (f" p.{h['page']}" if h["page"] else "")
-        err.print(f"[bold]{i}. {where}[/bold]  score {h['score']:.3f}" + (f"  § {h['section']}" if h["section"] else ""))
+        cosine = f" (cosine {h['dense_score']:.3f})" if h["dense_score"] is not None else ""
+        err.print(f"[bold]{i}. {where}[/bold]  score {h['score']:.3f}{cosine}"
+                  + (f"  § {h['section']}" if h["section"] else ""))
         sys.stdout.write("   " + " ".join(h["text"].split())[:300] + "\n")
 
 

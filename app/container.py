@@ -16,8 +16,10 @@ from app.errors import ConsultaError
 from app.models import resolve_model
 from app.settings import Settings
 from ingest.chunker import Chunker, RecursiveChunker
+from ingest.language import detect_language
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
+from retrieval.bm25 import Bm25Params
 from retrieval.embedder import E5Embedder, Embedder, SentenceTransformerEmbedder, UseEmbedder
 from retrieval.reranker import CrossEncoderReranker, NoopReranker, Reranker
 from retrieval.retriever import Retriever
@@ -72,7 +74,8 @@ class Services:
 
     @cached_property
     def store(self) -> FaissStore:
-        return FaissStore(self.settings.index_dir)
+        s = self.settings.retrieval
+        return FaissStore(self.settings.index_dir, bm25=Bm25Params(k1=s.bm25_k1, b=s.bm25_b))
 
     @cached_property
     def reranker(self) -> Reranker:
@@ -89,8 +92,9 @@ class Services:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(self.embedder, self.store, reranker=self.reranker,
-                         candidates=self.settings.retrieval.candidates)
+        s = self.settings.retrieval
+        return Retriever(self.embedder, self.store, reranker=self.reranker, candidates=s.candidates, mode=s.mode,
+                         rrf_k=s.rrf_k, detect_language=detect_language)
 
     @cached_property
     def pipeline(self) -> IngestPipeline:

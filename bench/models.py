@@ -57,8 +57,8 @@ def sample(data: Path, articles: int, per_kind: int, seed: int):
             if p["title"] in chosen:
                 corpus[f"{lang}:{pid}"] = p
         for impossible in kinds:
-            pool = [q for q in qa if q["is_impossible"] == impossible and q.get("title", q["gold_passage_ids"][0]
-                                                                                   .split("#")[0]) in chosen]
+            pool = [q for q in qa if q["is_impossible"] == impossible
+                    and passages[q["gold_passage_ids"][0]]["title"] in chosen]
             rng.shuffle(pool)
             n = per_kind if lang == "en" else max(4, per_kind * 2 // 3)
             for q in pool[:n]:
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data-dir", default=None, help="reuse an index folder between runs")
+    ap.add_argument("--rows", help="also write every question, answer and verdict to this JSONL file")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -105,7 +106,7 @@ def main() -> None:
             a = assistant.answer(item["question"])
             gold_hit = any(by_file.get(c.source) in item["gold"] for c in a.citations)
             correct = (not a.refused) and any(norm(ans) in norm(a.text) for ans in item["answers"])
-            return {**item, "refused": a.refused, "correct": correct, "citation_hit": gold_hit,
+            return {**item, "refused": a.refused, "best_score": round(max((s.score for s in a.sources), default=0), 3), "correct": correct, "citation_hit": gold_hit,
                     "ttft_ms": a.timings.get("ttft_ms"), "total_ms": a.timings["total_ms"],
                     "tokens": a.usage.get("completion_tokens", 0), "answer": a.text}
 
@@ -133,6 +134,10 @@ def main() -> None:
             "wall_s": round(wall, 1), "concurrency": args.concurrency,
         }
         results.append(res)
+        if args.rows:
+            with open(args.rows, "a", encoding="utf-8") as f:
+                for r in rows:
+                    f.write(json.dumps({"model": model, **r}, ensure_ascii=False) + "\n")
         print(json.dumps(res), file=sys.stderr, flush=True)
         for r in rows[:3]:
             print("   ", r["lang"], r["question"][:60], "->", r["answer"][:100].replace("\n", " "), file=sys.stderr)

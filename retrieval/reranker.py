@@ -42,4 +42,4 @@ class CrossEncoderReranker:
         scores = self._model.predict([(query, h.chunk.text) for h in hits], batch_size=self.batch_size,
                                      show_progress_bar=False)
         ranked = sorted(zip(hits, scores, strict=True), key=lambda p: -float(p[1]))
-        return [Hit(h.chunk, float(s)) for h, s in ranked[:top_k]]
+        return [Hit(h.chunk, float(s), h.dense_score) for h, s in ranked[:top_k]]

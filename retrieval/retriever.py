@@ -1,32 +1,86 @@
-"""The retriever: query -> embed -> vector search (filters inside) -> re-rank -> hits."""
+"""The retriever: query -> dense (FAISS) and/or BM25 search, filters inside -> fusion -> re-rank -> hits.
+
+Modes: "dense" (embedding cosine), "bm25" (lexical, stemmed per language) and "hybrid" (both, merged by
+reciprocal rank fusion: each hit scores sum(1 / (rrf_k + rank)) over the lists it appears in). Whatever
+the mode, every hit carries `dense_score`, the cosine of query and chunk, so that the "documents don't
+say" threshold keeps one scale.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Literal, get_args
 
+import numpy as np
+
+from retrieval.bm25 import DEFAULT_LANGUAGE
 from retrieval.embedder import Embedder
-from retrieval.errors import EmbedderMismatchError
+from retrieval.errors import EmbedderMismatchError, IndexNotFoundError
 from retrieval.reranker import NoopReranker, Reranker
 from retrieval.store import FaissStore
 from retrieval.types import Hit, SearchFilter
 
 logger = logging.getLogger(__name__)
 
+RetrievalMode = Literal["hybrid", "dense", "bm25"]
+MODES: tuple[str, ...] = get_args(RetrievalMode)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[tuple[Hit, float]]:
+    """Merge ranked lists: each chunk scores sum(1 / (k + rank)), rank from 1; best first.
+
+    The Hit kept for a chunk is its first appearance (so a dense hit keeps its cosine); ties keep the
+    order of first appearance, dense before sparse when the dense list comes first.
+    """
+    fused: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            cid = hit.chunk.id
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+            first.setdefault(cid, hit)
+    order = sorted(first, key=lambda cid: -fused[cid])  # stable: ties stay in first-appearance order
+    return [(first[cid], fused[cid]) for cid in order]
+
 
 class Retriever:
-    """Dense retrieval over a FaissStore, picking up generations that other processes publish."""
+    """Dense, BM25 or hybrid retrieval over a FaissStore, picking up generations other processes publish.
+
+    `detect_language` (text -> "en" | "es" | "ca" ...) picks the BM25 analyser for a query when the
+    caller does not pass `language`; the composition root injects it, since retrieval imports nothing
+    of ours.
+    """
 
     def __init__(self, embedder: Embedder, store: FaissStore, *, reranker: Reranker | None = None,
-                 candidates: int = 20) -> None:
+                 candidates: int = 20, mode: RetrievalMode = "hybrid", rrf_k: int = 60,
+                 detect_language: Callable[[str], str] | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}: choose one of {', '.join(MODES)}")
+        if candidates < 1 or rrf_k < 1:
+            raise ValueError(f"candidates and rrf_k must be at least 1 (got {candidates}, {rrf_k})")
         self.embedder = embedder
         self.store = store
         self.reranker = reranker or NoopReranker()
         self.candidates = candidates
+        self.mode = mode
+        self.rrf_k = rrf_k
+        self.detect_language = detect_language
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
+        """Load the embedder, and the index with its BM25 data when there is one, so the first query does not wait."""
         self.embedder.warm_up()
+        try:
+            self._ensure_loaded()
+        except IndexNotFoundError:
+            return
+        if self.mode != "dense":
+            self.store.load_bm25()
+            if self.detect_language is not None:
+                self.detect_language("warm up")
 
     def _ensure_loaded(self) -> None:
         with self._lock:
@@ -40,8 +94,34 @@ class Retriever:
                     f"the index was built with embedder {ident.embedder}, but the settings now use "
                     f"{self.embedder.model_id}; run `consulta reindex` or restore the old setting")
 
-    def retrieve(self, query: str, k: int = 5, filter: SearchFilter | None = None) -> list[Hit]:
+    def _language(self, query: str, language: str | None) -> str:
+        if language:
+            return language
+        if self.detect_language is not None:
+            return self.detect_language(query)
+        return DEFAULT_LANGUAGE
+
+    def _with_dense_scores(self, vector: np.ndarray, hits: Sequence[Hit], scores: Sequence[float]) -> list[Hit]:
+        """`hits` rescored with `scores`, each with its cosine (looked up from the stored vectors if unknown)."""
+        missing = [h.chunk for h in hits if h.dense_score is None]
+        cosines = iter(self.store.similarities(vector, missing).tolist()) if missing else iter(())
+        return [Hit(h.chunk, float(s), h.dense_score if h.dense_score is not None else float(next(cosines)))
+                for h, s in zip(hits, scores, strict=True)]
+
+    def retrieve(self, query: str, k: int = 5, filter: SearchFilter | None = None, *,
+                 language: str | None = None) -> list[Hit]:
+        """The k best hits for `query`; `language` picks the BM25 analyser (detected when not given)."""
         self._ensure_loaded()
+        depth = max(k, self.candidates)
         vector = self.embedder.embed_query(query)
-        hits = self.store.search(vector, max(k, self.candidates), filter)
+        if self.mode == "dense":
+            hits = [replace(h, dense_score=h.score) for h in self.store.search(vector, depth, filter)]
+        else:
+            sparse = self.store.search_sparse(query, depth, filter, language=self._language(query, language))
+            if self.mode == "bm25":
+                hits = self._with_dense_scores(vector, sparse, [h.score for h in sparse])
+            else:
+                dense = [replace(h, dense_score=h.score) for h in self.store.search(vector, depth, filter)]
+                fused = reciprocal_rank_fusion([dense, sparse], self.rrf_k)[:depth]
+                hits = self._with_dense_scores(vector, [h for h, _ in fused], [s for _, s in fused])
         return self.reranker.rerank(query, hits, k)

@@ -4,11 +4,14 @@ Layout under the index folder:
 
     CURRENT              name of the live generation, replaced atomically (os.replace)
     LOCK                 advisory lock held by the one writer at a time
-    gen-00000007/        manifest.json, vectors.faiss, chunks.jsonl: written whole, then published
+    gen-00000007/        manifest.json, vectors.faiss, chunks.jsonl, bm25/ (the BM25 score matrix):
+                         written whole, then published
 
 A crash at any moment leaves CURRENT pointing at a complete generation: a writer builds the next
-generation in a temporary folder, fsyncs it, renames it into place and only then swaps CURRENT.
-Readers (a running API) notice a new CURRENT and reload.
+generation in a temporary folder, fsyncs it, renames it into place and only then swaps CURRENT, so
+vectors, BM25 data and chunk metadata always switch together. Readers (a running API) notice a new
+CURRENT and reload. A generation written before BM25 was added has no bm25/ folder; its BM25 data is
+built in memory when first needed, and the next write stores it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 import faiss
 import numpy as np
 
+from retrieval.bm25 import DEFAULT_LANGUAGE, Analyzers, Bm25Index, Bm25Params
 from retrieval.errors import EmbedderMismatchError, IndexCorruptError, IndexNotFoundError
 from retrieval.types import Chunk, Hit, SearchFilter
 
@@ -38,13 +43,18 @@ FORMAT_VERSION = 1
 
 
 class VectorStore(Protocol):
-    """Holds chunks and their vectors; searches by inner product, with filters applied inside the search."""
+    """Holds chunks and their vectors; searches by inner product and by BM25, filters applied inside the search."""
 
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None: ...
 
     def delete_documents(self, document_ids: Iterable[str]) -> int: ...
 
     def search(self, vector: np.ndarray, k: int, filter: SearchFilter | None = None) -> list[Hit]: ...
+
+    def search_sparse(self, query: str, k: int, filter: SearchFilter | None = None, *,
+                      language: str | None = None) -> list[Hit]: ...
+
+    def similarities(self, vector: np.ndarray, chunks: Sequence[Chunk]) -> np.ndarray: ...
 
     def chunks(self) -> Sequence[Chunk]: ...
 
@@ -71,6 +81,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file in a folder written by a library (bm25s does not), then the folder itself."""
+    for p in folder.iterdir():
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -81,14 +100,22 @@ def _write_file(path: Path, data: bytes) -> None:
 class FaissStore:
     """Exact inner-product FAISS index with chunk metadata, one generation loaded in memory."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, bm25: Bm25Params | None = None) -> None:
         self.root = Path(root)
+        self.bm25_params = bm25 or Bm25Params()
         self.identity: IndexIdentity | None = None
         self.generation = 0
         self._chunks: list[Chunk] = []
         self._vectors = np.zeros((0, 0), dtype=np.float32)
         self._index: faiss.Index | None = None
         self._loaded_marker: tuple[str, int] | None = None
+        # BM25 of the loaded chunks: read from the generation's bm25/ on first sparse search, or built
+        # in memory when that generation has none; _gen_dir is None while a writer holds unsaved changes.
+        self._sparse: Bm25Index | None = None
+        self._gen_dir: Path | None = None
+        self._rows: dict[str, int] | None = None
+        self._analyzers = Analyzers()
+        self._sparse_lock = threading.Lock()
 
     # ---- reading ---------------------------------------------------------------------------
     @property
@@ -141,6 +168,13 @@ class FaissStore:
         self._vectors = (index.reconstruct_n(0, index.ntotal) if index.ntotal
                          else np.zeros((0, index.d), dtype=np.float32))
         self._index = index
+        self._changed(gen_dir)
+
+    def _changed(self, gen_dir: Path | None) -> None:
+        """The chunks changed (a load, or a writer's edit): derived lookups are made again when needed."""
+        self._sparse = None
+        self._rows = None
+        self._gen_dir = gen_dir
 
     def refresh(self) -> bool:
         """Reload if another process published a newer generation; True when it did."""
@@ -165,8 +199,8 @@ class FaissStore:
                 f"query vector has {q.shape[1]} dimensions, the index {self._index.d}: "
                 "the embedder changed since ingestion; run consulta reindex")
         params = None
-        if filter is not None and not filter.empty:
-            allowed = np.array([i for i, c in enumerate(self._chunks) if filter.matches(c)], dtype=np.int64)
+        allowed = self._allowed(filter)
+        if allowed is not None:
             if allowed.size == 0:
                 return []
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
@@ -174,6 +208,74 @@ class FaissStore:
         k = min(k, len(self._chunks))
         scores, ids = self._index.search(q, k, params=params)
         return [Hit(self._chunks[i], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+    def load_bm25(self) -> None:
+        """Read (or, for an older generation, build) the BM25 data now rather than on the first sparse search."""
+        self._sparse_index()
+
+    def _sparse_index(self) -> Bm25Index:
+        with self._sparse_lock:
+            if self._sparse is None:
+                sparse = None
+                if self._gen_dir is not None:
+                    try:
+                        sparse = Bm25Index.load(self._gen_dir / "bm25", self.bm25_params, len(self._chunks),
+                                                self._analyzers)
+                    except (OSError, ValueError) as e:
+                        logger.warning("unreadable BM25 data in %s (%s); rebuilding it in memory", self._gen_dir, e)
+                if sparse is None:
+                    t = time.perf_counter()
+                    sparse = self._build_sparse()
+                    logger.info("built BM25 for %d chunks in %.1f s (index written before BM25, or with other "
+                                "BM25 settings; the next ingest stores it)", len(self._chunks),
+                                time.perf_counter() - t)
+                self._sparse = sparse
+            return self._sparse
+
+    def _build_sparse(self) -> Bm25Index:
+        return Bm25Index.build([c.text for c in self._chunks],
+                               [c.meta.get("language") or DEFAULT_LANGUAGE for c in self._chunks],
+                               self.bm25_params, self._analyzers)
+
+    def _allowed(self, filter: SearchFilter | None) -> np.ndarray | None:
+        """Row numbers of the chunks a filter lets through; None when there is no filter."""
+        if filter is None or filter.empty:
+            return None
+        return np.array([i for i, c in enumerate(self._chunks) if filter.matches(c)], dtype=np.int64)
+
+    def search_sparse(self, query: str, k: int, filter: SearchFilter | None = None, *,
+                      language: str | None = None) -> list[Hit]:
+        """BM25 search; the query is analysed in `language` (stemming, stopwords), default English.
+
+        Hit.score is the BM25 score; only chunks sharing a term with the query come back.
+        """
+        if not self._chunks or k <= 0:
+            return []
+        allowed = self._allowed(filter)
+        mask = None
+        if allowed is not None:
+            if allowed.size == 0:
+                return []
+            mask = np.zeros(len(self._chunks), dtype=bool)
+            mask[allowed] = True
+        found = self._sparse_index().search(query, k, language=language, allowed=mask)
+        return [Hit(self._chunks[i], s) for i, s in found]
+
+    def similarities(self, vector: np.ndarray, chunks: Sequence[Chunk]) -> np.ndarray:
+        """Inner product (cosine, for unit vectors) of a query vector with the stored vectors of these chunks."""
+        if self._rows is None:
+            self._rows = {c.id: i for i, c in enumerate(self._chunks)}
+        rows = [self._rows.get(c.id) for c in chunks]
+        if any(r is None for r in rows):
+            raise KeyError("similarities() got a chunk that is not in the loaded index")
+        if not rows:
+            return np.zeros(0, dtype=np.float32)
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self._vectors.shape[1]:
+            raise EmbedderMismatchError(
+                f"query vector has {q.shape[0]} dimensions, the index {self._vectors.shape[1]}: "
+                "the embedder changed since ingestion; run consulta reindex")
+        return self._vectors[np.asarray(rows, dtype=np.int64)] @ q
 
     def documents(self) -> list[dict[str, Any]]:
         """One summary per document: id, source, title, collection, pages, chunks, modified/ingested times."""
@@ -236,6 +338,7 @@ class FaissStore:
         self._chunks = []
         self._vectors = np.zeros((0, identity.dim), dtype=np.float32)
         self._index = None
+        self._changed(None)
 
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -253,6 +356,7 @@ class FaissStore:
         base = self._vectors if self._vectors.size else np.zeros((0, vectors.shape[1]), dtype=np.float32)
         self._vectors = np.vstack([base, vectors[keep]])
         self._dirty = True
+        self._changed(None)
 
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         ids = set(document_ids)
@@ -263,6 +367,7 @@ class FaissStore:
             self._vectors = self._vectors[keep] if len(keep) else np.zeros((0, self._vectors.shape[1]),
                                                                               dtype=np.float32)
             self._dirty = True
+            self._changed(None)
         return removed
 
     def _build_index(self) -> faiss.Index:
@@ -284,6 +389,11 @@ class FaissStore:
                 os.fsync(f.fileno())
             lines = "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in self._chunks)
             _write_file(tmp / "chunks.jsonl", lines.encode("utf-8"))
+            t = time.perf_counter()
+            sparse = self._build_sparse()
+            sparse.save(tmp / "bm25")
+            _fsync_tree(tmp / "bm25")
+            logger.debug("BM25 for %d chunks built in %.2f s", len(self._chunks), time.perf_counter() - t)
             manifest = {"format": FORMAT_VERSION, "generation": self.generation,
                         "identity": self.identity.to_dict(), "chunks": len(self._chunks),
                         "created_at": time.time()}
@@ -301,6 +411,8 @@ class FaissStore:
             self.generation -= 1
             raise
         self._index = index
+        self._changed(self.root / name)
+        self._sparse = sparse
         self._loaded_marker = (name, self.generation)
         self._dirty = False
         self._collect_garbage(keep=name)

@@ -61,10 +61,21 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A chunk with the score that ranked it (higher is better)."""
+    """A chunk with the score that ranked it (higher is better).
+
+    `score` is whatever ranked the hit: a cosine (dense search), a BM25 score, a fused rank score or a
+    re-ranker's score. `dense_score`, when set, is the cosine of the query and chunk embeddings whatever
+    ranked the hit: the one scale that thresholds such as "the documents don't say" can rely on.
+    """
 
     chunk: Chunk
     score: float
+    dense_score: float | None = None
+
+    @property
+    def relevance(self) -> float:
+        """The dense cosine when known, else the ranking score."""
+        return self.score if self.dense_score is None else self.dense_score
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,10 @@ class CitationOut(BaseModel):
     section: str | None = None
     start: int | None = Field(default=None, description="Character offset of the passage in the document text")
     end: int | None = None
-    score: float | None = None
+    score: float | None = Field(default=None, description="The score that ranked the passage (retrieval mode "
+                                "dependent: cosine, BM25 or fused rank score)")
     text: str = Field(description="The passage text")
+    dense_score: float | None = Field(default=None, description="Cosine of question and passage embeddings")
 
 
 class Timings(BaseModel):
@@ -71,8 +73,10 @@ class HitOut(BaseModel):
     title: str | None = None
     page: int | None = None
     section: str | None = None
-    score: float
+    score: float = Field(description="The score that ranked the hit: cosine (mode dense), BM25 score (bm25) or "
+                         "reciprocal-rank-fusion score (hybrid)")
     text: str
+    dense_score: float | None = Field(default=None, description="Cosine of query and passage embeddings, in every mode")
 
 
 class SearchRequest(BaseModel):

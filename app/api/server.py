@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,7 +80,12 @@ def _error_json(status: int, kind: str, message: str) -> JSONResponse:
 
 def _citation(c) -> CitationOut:
     return CitationOut(n=c.n, chunk_id=c.chunk_id, source=c.source, title=c.title, page=c.page, section=c.section,
-                       start=c.start, end=c.end, score=round(c.score, 4), text=c.text)
+                       start=c.start, end=c.end, score=round(c.score, 4), text=c.text,
+                       dense_score=_round(c.dense_score))
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 def _ask_response(answer) -> AskResponse:
@@ -94,6 +100,15 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+def _warm_up(services) -> None:
+    try:
+        services.retriever.warm_up()
+        services.assistant  # noqa: B018 - builds and warms the generator
+        logger.info("warm-up done: embedder and model loaded")
+    except Exception as e:  # noqa: BLE001 - the same error reaches the first request, with its status
+        logger.warning("warm-up failed: %s", e)
+
+
 def get_services(request: Request):
     """The Services the app was created with (a FastAPI dependency)."""
     return request.app.state.services
@@ -106,6 +121,9 @@ def create_app(services) -> FastAPI:
     """The API over one Services instance (the composition root builds it; tests pass their own)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if services.settings.api.warm_up:
+            # Load the embedder and the model in the background, so the first question does not wait.
+            threading.Thread(target=_warm_up, args=(services,), name="warm-up", daemon=True).start()
         yield
         services.close()
 
@@ -151,7 +169,7 @@ def create_app(services) -> FastAPI:
         hits = s.retriever.retrieve(body.query, body.k, flt)
         return SearchResponse(hits=[HitOut(chunk_id=h.chunk.id, source=h.chunk.source, title=h.chunk.meta.get("title"),
                                            page=h.chunk.page, section=h.chunk.section, score=round(h.score, 4),
-                                           text=h.chunk.text) for h in hits])
+                                           text=h.chunk.text, dense_score=_round(h.dense_score)) for h in hits])
 
     @app.post("/v1/ask", response_model=AskResponse, responses={
         **ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}},

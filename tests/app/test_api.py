@@ -105,3 +105,15 @@ def test_upload_ingests_and_lists(client, tmp_path):
 def test_openapi_documents_the_endpoints(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/v1/ask", "/v1/search", "/v1/collections", "/v1/documents"} <= set(paths)
+
+
+def test_uncited_answer_is_credited_to_the_source_that_holds_it():
+    from app.assistant import Citation, supporting_sources
+
+    def c(n, text):
+        return Citation(n, f"c{n}", f"/d/{n}.md", None, None, None, 0, len(text), 0.9, text)
+
+    sources = [c(1, "# How Consulta is built"), c(2, "Consulta is a local, private assistant that answers staff "
+                                                      "questions about their organisation's own documents.")]
+    got = supporting_sources("Consulta is a local, private assistant that answers staff questions.", sources)
+    assert [s.n for s in got] == [2]

@@ -51,6 +51,23 @@ def test_search_json_hits_carry_page_and_source(env, ingested):
     assert "reimbursed" in hits[0]["text"]
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_search_json_is_the_same_contract_in_every_retrieval_mode(env, ingested, mode):
+    r = run_cli(["search", "travel expenses reimbursed", "--k", "2", "--json"],
+                {**env, "CONSULTA_RETRIEVAL__MODE": mode})
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)["hits"]
+    assert {"chunk_id", "source", "page", "section", "score", "text", "dense_score"} <= set(hits[0])
+    assert "reimbursed" in hits[0]["text"] and hits[0]["page"] == 2
+    assert all(0 < h["dense_score"] <= 1.0001 for h in hits), "the embedding cosine, whatever the mode"
+
+
+def test_unknown_retrieval_mode_is_one_clear_line(env, ingested):
+    r = run_cli(["search", "expenses"], {**env, "CONSULTA_RETRIEVAL__MODE": "fuzzy"})
+    assert r.returncode == 1
+    assert "retrieval.mode" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_search_in_unknown_collection_finds_nothing(env, ingested):
     r = run_cli(["search", "expenses", "--collection", "nope", "--json"], env)
     assert r.returncode == 0 and json.loads(r.stdout)["hits"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from retrieval.bm25 import Bm25Params
 from retrieval.errors import IndexNotFoundError
 from retrieval.store import FaissStore, IndexIdentity
 from retrieval.types import Chunk, SearchFilter
@@ -59,6 +61,22 @@ class VectorStoreContract:
         reread = self.make_store(tmp_path).load()
         assert len(reread) == 8 and "c3" not in {c.id for c in reread.chunks()}
 
+    def test_sparse_search_matches_terms_with_filters_inside(self, tmp_path):
+        store = self.fill(self.make_store(tmp_path), n=40, collections=("a", "b", "b", "b", "b", "b", "b", "b"))
+        assert store.search_sparse("text 13", 3)[0].chunk.id == "c13"
+        hits = store.search_sparse("text", 5, SearchFilter(collections=("a",)))
+        assert len(hits) == 5, "k hits come back when k matching chunks exist"
+        assert all(h.chunk.collection == "a" for h in hits)
+        assert store.search_sparse("text", 5, SearchFilter(collections=("zzz",))) == []
+        assert store.search_sparse("zeppelin", 5) == []
+
+    def test_similarities_are_the_stored_cosines(self, tmp_path):
+        store = self.fill(self.make_store(tmp_path))
+        chunks = [c for c in store.chunks() if c.id in ("c3", "c7")]
+        sims = store.similarities(_vec(3), chunks)
+        assert sims[0] == pytest.approx(1.0, abs=1e-5)
+        assert sims[1] == pytest.approx(float(_vec(3) @ _vec(7)), abs=1e-5)
+
     def test_adding_the_same_chunk_twice_keeps_one(self, tmp_path):
         store = self.fill(self.make_store(tmp_path), n=5)
         self.fill(store, n=5)
@@ -83,9 +101,38 @@ class TestFaissStore(VectorStoreContract):
     def test_reader_picks_up_a_new_generation(self, tmp_path):
         writer = self.fill(self.make_store(tmp_path), n=5)
         reader = FaissStore(tmp_path / "index").load()
+        assert reader.search_sparse("text 99", 1)[0].chunk.id != "c99"
         with writer.writer(IndexIdentity("test-emb", DIM)) as w:
             w.add([_chunk(99)], _vec(99)[None, :])
         assert reader.refresh() and len(reader) == 6
+        assert reader.search_sparse("text 99", 1)[0].chunk.id == "c99", "BM25 switches with the vectors"
+
+    def test_bm25_is_written_with_the_generation_not_rebuilt_by_readers(self, tmp_path, caplog):
+        self.fill(self.make_store(tmp_path), n=10)
+        current = (tmp_path / "index" / "CURRENT").read_text()
+        assert (tmp_path / "index" / current / "bm25").is_dir()
+        with caplog.at_level("INFO", logger="retrieval.store"):
+            reader = FaissStore(tmp_path / "index").load()
+            assert reader.search_sparse("text 4", 1)[0].chunk.id == "c4"
+        assert "built BM25" not in caplog.text
+
+    def test_generation_without_bm25_is_still_searchable_and_next_write_stores_it(self, tmp_path):
+        """An index written before BM25 existed: BM25 is built in memory on load, and stored by the next write."""
+        store = self.fill(self.make_store(tmp_path), n=10)
+        gen = tmp_path / "index" / (tmp_path / "index" / "CURRENT").read_text()
+        shutil.rmtree(gen / "bm25")
+        reader = FaissStore(tmp_path / "index").load()
+        assert reader.search_sparse("text 4", 1)[0].chunk.id == "c4"
+        with store.writer(IndexIdentity("test-emb", DIM)) as w:
+            w.delete_documents(["d4"])
+        gen = tmp_path / "index" / (tmp_path / "index" / "CURRENT").read_text()
+        assert (gen / "bm25").is_dir()
+        assert "c4" not in {h.chunk.id for h in FaissStore(tmp_path / "index").load().search_sparse("text 4", 10)}
+
+    def test_other_bm25_settings_rebuild_in_memory(self, tmp_path):
+        self.fill(self.make_store(tmp_path), n=10)
+        reader = FaissStore(tmp_path / "index", bm25=Bm25Params(k1=1.5, b=0.75)).load()
+        assert reader.search_sparse("text 4", 1)[0].chunk.id == "c4"
 
     def test_kill_9_during_publish_leaves_the_previous_generation(self, tmp_path):
         """A real process is killed while it writes generations in a loop; the index stays loadable."""
@@ -114,3 +161,5 @@ class TestFaissStore(VectorStoreContract):
             store = FaissStore(tmp_path / "index").load()
             assert len(store) == len(store.chunks()) >= 5
             assert store.search(_vec(2), 1)[0].chunk.id == "c2"
+            assert store.search_sparse("text 2", 1)[0].chunk.id == "c2"
+            assert len(store.search_sparse("x" * 5000, len(store))) == len(store) - 5, "BM25 matches the chunks"

@@ -1,0 +1,81 @@
+"""BM25 on its own: language-aware terms (stems, stopwords, accents) and the saved score matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.bm25 import Analyzers, Bm25Index, Bm25Params
+
+PASSAGES = [
+    ("Los trabajadores disfrutan de veintitrés días de vacaciones pagadas al año.", "es"),
+    ("La cafetería abre a las ocho y sirve comidas hasta las tres.", "es"),
+    ("Els treballadors tenen dret a vint-i-tres dies de vacances a l'any.", "ca"),
+    ("La col·laboració amb altres empreses s'aprova a la reunió mensual.", "ca"),
+    ("Staff are reimbursed for travel expenses within 30 days.", "en"),
+    ("The canteen serves lunch from noon; visitors sign in at reception.", "en"),
+]
+
+
+@pytest.fixture(scope="module")
+def index() -> Bm25Index:
+    return Bm25Index.build([t for t, _ in PASSAGES], [lang for _, lang in PASSAGES], Bm25Params())
+
+
+def _top(index: Bm25Index, query: str, language: str, **kw) -> list[int]:
+    return [row for row, _ in index.search(query, 3, language=language, **kw)]
+
+
+def test_spanish_inflected_forms_meet(index):
+    # singular / plural, with and without accents: "vacación" ~ "vacaciones", "trabajador" ~ "trabajadores"
+    assert _top(index, "¿Cuánta vacación tiene un trabajador?", "es")[0] == 0
+    assert _top(index, "vacacion", "es")[0] == 0
+
+
+def test_catalan_inflected_forms_and_punt_volat_meet(index):
+    assert _top(index, "Quantes vacances té cada treballador?", "ca")[0] == 2
+    assert _top(index, "collaboracions amb una empresa", "ca")[0] == 3  # typed without the punt volat
+
+
+def test_english_stems_and_stopwords(index):
+    assert _top(index, "reimbursement of a travel expense", "en")[0] == 4
+    assert index.search("the of and to", 3, language="en") == [], "stopwords alone match nothing"
+
+
+def test_only_matching_passages_come_back_best_first(index):
+    hits = index.search("lunch canteen", 10, language="en")
+    assert [row for row, _ in hits] == [5]
+    assert index.search("zeppelin", 10, language="en") == []
+
+
+def test_allowed_mask_applies_inside_the_search(index):
+    query = "canteen lunch and travel expenses"
+    assert sorted(row for row, _ in index.search(query, 10, language="en")) == [4, 5]
+    only_travel = np.array([True, True, True, True, True, False])
+    assert [row for row, _ in index.search(query, 10, language="en", allowed=only_travel)] == [4]
+    assert index.search(query, 10, language="en", allowed=np.zeros(6, dtype=bool)) == []
+    with pytest.raises(ValueError, match="mask has 2 rows"):
+        index.search("x", 1, allowed=np.array([True, False]))
+
+
+def test_analyzers_differ_by_language():
+    a = Analyzers()
+    assert a.get("es").terms("Las vacaciones") == ["vacacion"]
+    assert a.get("ca").terms("l'empresa i les empreses") == ["empr", "empr"]
+    assert a.get("en").terms("The workers working") == ["worker", "work"]
+    assert a.get("fr").terms("Les vacances") == ["les", "vacances"], "unknown languages: plain words, no stemming"
+
+
+def test_saved_index_loads_back_and_refuses_other_parameters(index, tmp_path):
+    index.save(tmp_path / "bm25")
+    loaded = Bm25Index.load(tmp_path / "bm25", Bm25Params(), len(PASSAGES))
+    assert loaded is not None
+    assert loaded.search("vacaciones", 3, language="es") == index.search("vacaciones", 3, language="es")
+    assert Bm25Index.load(tmp_path / "bm25", Bm25Params(k1=1.2), len(PASSAGES)) is None
+    assert Bm25Index.load(tmp_path / "bm25", Bm25Params(), len(PASSAGES) + 1) is None
+    assert Bm25Index.load(tmp_path / "missing", Bm25Params(), len(PASSAGES)) is None
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="0 <= b <= 1"):
+        Bm25Params(b=1.5)
