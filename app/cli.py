@@ -69,15 +69,35 @@ def main_options(
     _State.config = config
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # libraries' own chatter (bm25s sets DEBUG on its logger; llama.cpp's load warnings)
+        for name in ("bm25s", "serving.engine.llama_cpp"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+PathsArg = Annotated[list[Path], typer.Argument(help="Files or folders (PDF, Word, HTML, Markdown, text)")]
+CollectionOpt = Annotated[str | None, typer.Option(help="Collection to put them in")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary")]
 
 
 @cli.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (PDF, Markdown, text)")],
-    collection: Annotated[str | None, typer.Option(help="Collection to put them in")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary")] = False,
+    paths: PathsArg,
+    collection: CollectionOpt = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Also remove this collection's documents that are gone "
+                                                         "from under the given folders")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Read, chunk and index documents. Unchanged files are skipped; changed ones are re-indexed."""
+    _ingest(paths, collection, prune=prune, as_json=as_json)
+
+
+@cli.command()
+def sync(paths: PathsArg, collection: CollectionOpt = None, as_json: JsonOpt = False) -> None:
+    """Bring a collection in line with folders: add new files, re-index changed ones, remove deleted ones."""
+    _ingest(paths, collection, prune=True, as_json=as_json)
+
+
+def _ingest(paths: list[Path], collection: str | None, *, prune: bool, as_json: bool) -> None:
     services = _services()
     collection = collection or services.settings.ingest.default_collection
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -87,15 +107,18 @@ def ingest(
         def progress(name: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, description=Path(name).name[:40] or "done")
 
-        report = services.pipeline.ingest(paths, collection, progress=progress)
+        report = services.pipeline.ingest(paths, collection, progress=progress, prune=prune)
     if as_json:
         _print_json(report.to_dict())
     else:
         counts = {s: sum(f.status == s for f in report.files) for s in ("ingested", "unchanged", "failed")}
         for f in report.failed:
             err.print(f"[red]failed[/red] {f.error}")
+        for source in report.removed:
+            err.print(f"removed {source} (no longer on disk)")
+        removed = f", {len(report.removed)} removed" if prune else ""
         err.print(f"{counts['ingested']} ingested ({report.chunks_added} chunks), {counts['unchanged']} unchanged, "
-                  f"{counts['failed']} failed into collection '{collection}'; the index holds "
+                  f"{counts['failed']} failed{removed} in collection '{collection}'; the index holds "
                   f"{report.total_chunks} chunks ({report.seconds:.1f} s)")
     if report.failed:
         raise typer.Exit(1)

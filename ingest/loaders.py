@@ -179,5 +179,7 @@ class PdfLoader:
 
 
 def default_loaders(max_pages: int = 5000) -> dict[str, Loader]:
-    loaders: list[Loader] = [PdfLoader(max_pages), MarkdownLoader(), TextLoader()]
+    from ingest.office import DocxLoader, HtmlLoader  # imports this module's helpers
+
+    loaders: list[Loader] = [PdfLoader(max_pages), MarkdownLoader(), TextLoader(), DocxLoader(), HtmlLoader()]
     return {suffix: loader for loader in loaders for suffix in loader.suffixes}

@@ -43,6 +43,7 @@ class FileResult:
 class IngestReport:
     collection: str
     files: list[FileResult] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # sources pruned because they no longer exist
     total_chunks: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=lambda: {"parse": 0.0, "chunk": 0.0, "embed": 0.0})
@@ -59,7 +60,7 @@ class IngestReport:
         return {"collection": self.collection, "files": [f.to_dict() for f in self.files],
                 "chunks_added": self.chunks_added, "total_chunks": self.total_chunks,
                 "failed": len(self.failed), "seconds": round(self.seconds, 3),
-                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}, "removed": list(self.removed)}
 
 
 def _sha256_file(path: Path) -> str:
@@ -156,23 +157,28 @@ class IngestPipeline:
         return chunks
 
     def ingest(self, paths: Sequence[str | Path], collection: str = "default",
-               progress: ProgressFn | None = None) -> IngestReport:
+               progress: ProgressFn | None = None, *, prune: bool = False) -> IngestReport:
         """Ingest files and folders into `collection`; unchanged files are skipped by content hash.
 
         Files that fail are reported and skipped; the others are published together in one new index
-        generation, so a crash part-way leaves the previous index as it was.
+        generation, so a crash part-way leaves the previous index as it was. With prune=True, documents
+        of `collection` whose source lies under one of the given folders but no longer exists are removed
+        in the same generation.
         """
-        return self.ingest_groups({collection: list(paths)}, progress=progress)[0]
+        return self.ingest_groups({collection: list(paths)}, prune=prune, progress=progress)[0]
 
-    def ingest_groups(self, groups: dict[str, list[str | Path]], *, replace: bool = False,
+    def ingest_groups(self, groups: dict[str, list[str | Path]], *, replace: bool = False, prune: bool = False,
                       progress: ProgressFn | None = None) -> list[IngestReport]:
-        """Ingest several collections in one write session; replace=True rebuilds the index from these alone."""
+        """Ingest several collections in one write session; replace=True rebuilds the index from these alone;
+        prune=True also removes each collection's documents that are gone from under its given folders."""
         identity = IndexIdentity(self.embedder.model_id, self.embedder.dim, self.chunker.settings_id)
         collected = {c: self.collect(p) for c, p in groups.items()}
         reports = []
         with self.store.writer(identity, replace=replace) as store:
             for collection, files in collected.items():
                 reports.append(self._ingest_files(store, files, collection, progress))
+                if prune:
+                    reports[-1].removed = self._prune(store, groups[collection], collection)
                 reports[-1].total_chunks = len(store)
         for r in reports:
             r.total_chunks = len(self.store)
@@ -218,6 +224,21 @@ class IngestPipeline:
             progress("", len(files), len(files))
         report.seconds = time.perf_counter() - t0
         return report
+
+    @staticmethod
+    def _prune(store: FaissStore, paths: Sequence[str | Path], collection: str) -> list[str]:
+        """Delete `collection`'s documents whose source is under one of the folders in `paths` and is gone.
+
+        Only folders count: a document outside them, or in another collection, is never touched.
+        """
+        roots = [Path(p).resolve() for p in paths if Path(p).is_dir()]
+        gone = [d for d in store.documents()
+                if d["collection"] == collection and d["source"]
+                and any(Path(d["source"]).is_relative_to(r) for r in roots) and not Path(d["source"]).exists()]
+        store.delete_documents([d["document_id"] for d in gone])
+        for d in gone:
+            logger.info("pruned %s (no longer on disk)", d["source"])
+        return [d["source"] for d in gone]
 
     def remove(self, sources: Sequence[str], collection: str | None = None) -> int:
         """Remove documents by source path (in one collection, or all); returns chunks removed."""

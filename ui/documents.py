@@ -12,7 +12,7 @@ from ui.context import PageContext
 from ui.markup import plain
 from ui.sidebar import render_unreachable
 
-ACCEPTED_TYPES = ["pdf", "md", "markdown", "txt"]  # what ingest/loaders.py reads
+ACCEPTED_TYPES = ["pdf", "docx", "html", "htm", "md", "markdown", "txt"]  # what ingest/loaders.py reads
 DEFAULT_COLLECTION = "default"
 
 # Session-state keys of this page

@@ -250,7 +250,7 @@ def create_app(services) -> FastAPI:
                               for d in docs]}
 
     @app.post("/v1/documents", response_model=IngestResponse, responses=ERROR_RESPONSES, tags=["documents"])
-    def upload(s: ServicesDep, files: Annotated[list[UploadFile], File(description="PDF, Markdown or text files")],
+    def upload(s: ServicesDep, files: Annotated[list[UploadFile], File(description="PDF, Word (.docx), HTML, Markdown or text files")],
                collection: Annotated[str, Form()] = "default") -> IngestResponse:
         max_bytes = int(s.settings.api.max_upload_mb * 1024 * 1024)
         upload_dir = s.settings.data_dir / "uploads" / collection

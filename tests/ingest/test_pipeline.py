@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ingest.chunker import RecursiveChunker
@@ -105,3 +107,48 @@ def test_index_refuses_vectors_from_another_embedder(tmp_path, pipeline):
     with pytest.raises(EmbedderMismatchError, match="consulta reindex"):
         other.ingest([b], "c")
     assert len(FaissStore(tmp_path / "index").load()) == 1
+
+
+def test_word_and_html_chunks_carry_sections_and_table_cells(tmp_path, pipeline):
+    from tests.ingest.test_office import HTML, make_docx
+
+    d = tmp_path / "office"
+    d.mkdir()
+    make_docx(d / "leave.docx")
+    (d / "guia.html").write_text(HTML, encoding="utf-8")
+    (d / "broken.docx").write_bytes(b"not really a word file")
+    report = pipeline.ingest([d], "hr")
+    status = {f.source.split("/")[-1]: (f.status, f.error) for f in report.files}
+    assert status["leave.docx"][0] == status["guia.html"][0] == "ingested"
+    assert status["broken.docx"][0] == "failed" and "broken.docx" in status["broken.docx"][1]
+    assert report.failed == [f for f in report.files if f.source.endswith("broken.docx")]
+    chunks = FaissStore(tmp_path / "index").load().chunks()
+    table = next(c for c in chunks if "| A1 | 27 |" in c.text)
+    assert table.source.endswith("leave.docx") and table.page is None and table.meta["format"] == "docx"
+    assert table.section == "Leave policy > Annual leave > Carry over" and "| Grade | Days |" in table.text
+    summer = next(c for c in chunks if "juliol" in c.text)
+    assert summer.section.startswith("Guia") and summer.meta["title"] == "Guia del personal"
+    assert any("| Dissabte | tancat |" in c.text for c in chunks)
+    assert not any("do-not-index" in c.text for c in chunks)
+
+
+def test_prune_removes_only_files_gone_from_the_given_folders(tmp_path, pipeline):
+    docs, elsewhere = tmp_path / "docs", tmp_path / "elsewhere"
+    docs.mkdir()
+    elsewhere.mkdir()
+    for name, text in [("a.md", "The parking lot closes at 22:00."), ("b.md", "Lunch is served from 12:30."),
+                       ("c.txt", "The badge office is on floor 2.")]:
+        (docs / name).write_text(text)
+    (elsewhere / "d.md").write_text("The library opens at 9:00.")
+    pipeline.ingest([docs, elsewhere], "hr")
+    pipeline.ingest([docs], "other")
+    (docs / "b.md").unlink()
+    (elsewhere / "d.md").unlink()  # gone too, but not under the folder being synced
+
+    report = pipeline.ingest([docs], "hr", prune=True)
+    assert report.removed == [str((docs / "b.md").resolve())]
+    assert report.to_dict()["removed"] == report.removed
+    left = {(d["collection"], Path(d["source"]).name) for d in FaissStore(tmp_path / "index").load().documents()}
+    assert left == {("hr", "a.md"), ("hr", "c.txt"), ("hr", "d.md"),
+                    ("other", "a.md"), ("other", "b.md"), ("other", "c.txt")}
+    assert pipeline.ingest([docs], "hr").removed == []  # without prune nothing is removed
