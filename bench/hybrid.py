@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from embedders import load_beir, metrics  # noqa: E402  (bench/embedders.py, beside this file)
+from embedders import SETS as EMBEDDER_SETS  # noqa: E402  (bench/embedders.py, beside this file)
+from embedders import load_beir, metrics  # noqa: E402
 
 from ingest.language import detect_language  # noqa: E402
 from retrieval.bm25 import Bm25Params  # noqa: E402
@@ -36,13 +37,7 @@ from retrieval.retriever import MODES, Retriever  # noqa: E402
 from retrieval.store import FaissStore, IndexIdentity  # noqa: E402
 from retrieval.types import Chunk  # noqa: E402
 
-SETS = {
-    "xquad-en": "qa/xquad/en",
-    "xquad-es": "qa/xquad/es",
-    "squad2-en-half": "qa/squad2-en-half",
-    "cranfield": "retrieval/cranfield",
-    "msmarco-mini": "retrieval/msmarco-mini",
-}
+SETS = {**EMBEDDER_SETS, "msmarco-mini": "retrieval/msmarco-mini"}
 BUILDERS = {"e5": E5Embedder, "use": UseEmbedder, "minilm": SentenceTransformerEmbedder}
 
 

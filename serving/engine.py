@@ -41,6 +41,7 @@ import llama_cpp
 
 from serving.detokenizer import IncrementalDetokenizer
 from serving.generator import (
+    drain,
     Completion,
     EngineBusyError,
     EngineClosedError,
@@ -289,10 +290,7 @@ class BatchingEngine:
         return self._submit(self._tokenize(prompt, add_special=True, parse_special=True), params)
 
     def generate(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        stream = self.stream(messages, params)
-        for _ in stream:
-            pass
-        return stream.completion
+        return drain(self.stream(messages, params))
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes as plain content (no BOS, special markup not parsed)."""

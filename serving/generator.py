@@ -82,6 +82,13 @@ class GenerationStream(Protocol):
         ...
 
 
+def drain(stream: GenerationStream) -> Completion:
+    """Consume a stream to its end and return its completion (what `Generator.generate` does)."""
+    for _ in stream:
+        pass
+    return stream.completion
+
+
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
 

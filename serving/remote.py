@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from serving.generator import (
+    drain,
     Completion,
     EngineBusyError,
     GenerationError,
@@ -84,10 +85,7 @@ class OpenAIRemoteGenerator:
         return RemoteStream(response, started)
 
     def generate(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
-        stream = self.stream(messages, params)
-        for _ in stream:
-            pass
-        return stream.completion
+        return drain(self.stream(messages, params))
 
     def count_tokens(self, text: str) -> int:
         """An estimate (about 4 characters a token): the API offers no tokenizer."""
