@@ -196,10 +196,14 @@ def serve(
 
     from app.api.server import create_app
 
+    from app.api.middleware import configure_logging
+
     settings = _settings()
+    configure_logging(settings.api.log_format)
     services = _services(settings)
     app = create_app(services)
-    uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+    uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_config=None,
+                access_log=False)
 
 
 @cli.command()

@@ -73,6 +73,10 @@ class ApiSettings(BaseModel):
                                     description="Origins allowed to call the API from a browser")
     max_upload_mb: float = Field(100, gt=0, description="Largest upload accepted by POST /v1/documents")
     warm_up: bool = Field(True, description="Load the embedder and the model when the API starts")
+    rate_limit_per_minute: int = Field(600, ge=0, description="Requests a minute per caller (API key, else address) "
+                                       "before 429; 0 turns the limit off")
+    log_format: Literal["text", "json"] = Field("text", description="Server logs as text lines or JSON lines "
+                                                "(with request ids), on stderr")
 
 
 class UiSettings(BaseModel):

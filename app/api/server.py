@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from app.api.middleware import RateLimiter, RateLimitMiddleware, RequestLogMiddleware
 from app.api.schemas import (
     AskRequest,
     AskResponse,
@@ -129,8 +130,11 @@ def create_app(services) -> FastAPI:
 
     app = FastAPI(title="Consulta API", version=VERSION, lifespan=lifespan,
                   description="Ask an organisation's own documents; answers cite the pages they came from.")
+    if services.settings.api.rate_limit_per_minute:
+        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(services.settings.api.rate_limit_per_minute))
     app.add_middleware(CORSMiddleware, allow_origins=services.settings.api.cors_origins, allow_methods=["*"],
                        allow_headers=["*"])
+    app.add_middleware(RequestLogMiddleware)  # outermost: every response, 429s included, gets an id and a log line
     app.state.services = services
 
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
