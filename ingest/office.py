@@ -84,7 +84,7 @@ class DocxLoader:
             content = list(d.iter_inner_content())
             core_title = (d.core_properties.title or "").strip()
         except (PackageNotFoundError, LxmlError, KeyError, ValueError, OSError) as e:
-            raise FileFormatError(f"{path}: not a readable Word (.docx) document ({e})") from e
+            raise FileFormatError(f"{path}: not a readable Word (.docx) document ({e})", "corrupt") from e
         b = _TextBuilder()
         first_heading = None
         for item in content:
@@ -98,7 +98,7 @@ class DocxLoader:
             else:
                 b.block(item.text)
         if not b.text.strip():
-            raise FileFormatError(f"{path}: the document has no text")
+            raise FileFormatError(f"{path}: the document has no text", "no_text")
         title = core_title or first_heading or path.stem
         return Document(source=str(path), text=b.text, title=title, sections=b.sections, meta={"format": "docx"})
 
@@ -133,7 +133,7 @@ class HtmlLoader:
         try:
             soup = BeautifulSoup(html, "html.parser")
         except Exception as e:  # noqa: BLE001 - the parser is lenient; anything it raises means unreadable
-            raise FileFormatError(f"{path}: not a readable HTML document ({e})") from e
+            raise FileFormatError(f"{path}: not a readable HTML document ({e})", "corrupt") from e
         title_tag = soup.find("title")
         title = " ".join(title_tag.get_text().split()) if title_tag else ""
         for tag in soup.find_all(_HTML_DROP):
@@ -143,7 +143,7 @@ class HtmlLoader:
         walker.flush()
         b = walker.builder
         if not b.text.strip():
-            raise FileFormatError(f"{path}: the page has no text")
+            raise FileFormatError(f"{path}: the page has no text", "no_text")
         if not title:
             title = b.sections[0][1].split(" > ")[0] if b.sections else path.stem
         return Document(source=str(path), text=b.text, title=title, sections=b.sections, meta={"format": "html"})

@@ -11,18 +11,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest.chunker import Chunker, Span
+import numpy as np
+
+from ingest.chunker import Chunker
 from ingest.document import Document, document_id_for
-from ingest.errors import FileFormatError, InputPathError
+from ingest.errors import FileFormatError, IndexSettingsMismatchError, InputPathError
 from ingest.language import detect_language
 from ingest.loaders import Loader
+from ingest.workers import ParsePool, read_file
 from retrieval.embedder import Embedder
 from retrieval.store import FaissStore, IndexIdentity
 from retrieval.types import Chunk, chunk_id_for
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]  # (event, done, total)
+ProgressFn = Callable[[str, int, int], None]  # (file, files done, files total)
+FileProgressFn = Callable[[str, int, int], None]  # (file, chunks embedded, chunks of that file)
 
 
 @dataclass(slots=True)
@@ -33,10 +37,16 @@ class FileResult:
     pages: int | None = None
     error: str | None = None
     seconds: float = 0.0
+    reason: str | None = None  # for failed files: corrupt, encrypted, empty, no_text, too_large, misnamed, ...
+    pages_without_text: list[int] = field(default_factory=list)
+    table_pages: list[int] = field(default_factory=list)
+    language: str | None = None
 
     def to_dict(self) -> dict:
         return {"source": self.source, "status": self.status, "chunks": self.chunks, "pages": self.pages,
-                "error": self.error, "seconds": round(self.seconds, 3)}
+                "error": self.error, "seconds": round(self.seconds, 3), "reason": self.reason,
+                "pages_without_text": self.pages_without_text, "table_pages": self.table_pages,
+                "language": self.language}
 
 
 @dataclass(slots=True)
@@ -46,7 +56,9 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)  # sources pruned because they no longer exist
     total_chunks: int = 0
     seconds: float = 0.0
+    # parse: CPU seconds in the parse workers (summed over them); chunk, embed: seconds in this process
     timings: dict[str, float] = field(default_factory=lambda: {"parse": 0.0, "chunk": 0.0, "embed": 0.0})
+    pages: int = 0
 
     @property
     def chunks_added(self) -> int:
@@ -60,7 +72,8 @@ class IngestReport:
         return {"collection": self.collection, "files": [f.to_dict() for f in self.files],
                 "chunks_added": self.chunks_added, "total_chunks": self.total_chunks,
                 "failed": len(self.failed), "seconds": round(self.seconds, 3),
-                "timings": {k: round(v, 3) for k, v in self.timings.items()}, "removed": list(self.removed)}
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}, "removed": list(self.removed),
+                "pages": self.pages}
 
 
 def _sha256_file(path: Path) -> str:
@@ -72,16 +85,19 @@ def _sha256_file(path: Path) -> str:
 
 
 class IngestPipeline:
-    """Reads files with the loader for their suffix, chunks, embeds in batches and publishes one generation."""
+    """Parses files in worker processes, chunks, embeds in batches and publishes one index generation."""
 
     def __init__(self, loaders: dict[str, Loader], chunker: Chunker, embedder: Embedder, store: FaissStore,
-                 *, max_file_bytes: int = 200 * 1024 * 1024, embed_batch: int = 64) -> None:
+                 *, max_file_bytes: int = 200 * 1024 * 1024, embed_batch: int = 64, parse_workers: int = 2,
+                 parse_timeout_s: float = 300, parse_memory_mb: int = 3072) -> None:
         self.loaders = loaders
         self.chunker = chunker
         self.embedder = embedder
         self.store = store
         self.max_file_bytes = max_file_bytes
         self.embed_batch = embed_batch
+        self.parse_pool = ParsePool(loaders, workers=parse_workers, timeout_s=parse_timeout_s,
+                                    memory_mb=parse_memory_mb, max_bytes=max_file_bytes)
 
     def collect(self, paths: Iterable[str | Path]) -> list[Path]:
         """Expand folders into the supported files under them; a missing path is an error."""
@@ -108,36 +124,12 @@ class IngestPipeline:
         return unique
 
     def _load(self, path: Path) -> Document:
-        loader = self.loaders.get(path.suffix.lower())
-        if loader is None:
-            raise FileFormatError(f"{path}: unsupported file type '{path.suffix or '(none)'}' "
-                                  f"(supported: {', '.join(sorted(self.loaders))})")
-        size = path.stat().st_size
-        if size > self.max_file_bytes:
-            raise FileFormatError(f"{path}: {size} bytes is over the limit of {self.max_file_bytes} "
-                                  "(CONSULTA_INGEST__MAX_FILE_MB)")
-        if size == 0:
-            raise FileFormatError(f"{path}: the file is empty")
-        try:
-            return loader.load(path)
-        except PermissionError as e:
-            raise FileFormatError(f"{path}: cannot read the file (permission denied)") from e
-
-    def _split(self, doc: Document) -> list[Span]:
-        """Chunk each page on its own, so that every chunk cites exactly one page."""
-        if not doc.pages:
-            return self.chunker.split(doc)
-        spans: list[Span] = []
-        for _page, start, end in doc.pages:
-            if end <= start:
-                continue
-            page_doc = Document(source=doc.source, text=doc.text[start:end], title=doc.title, meta=doc.meta)
-            spans.extend(Span(s.start + start, s.end + start, s.text) for s in self.chunker.split(page_doc))
-        return spans
+        """Read one file in this process (the pipeline itself parses in worker processes)."""
+        return read_file(self.loaders, path, self.max_file_bytes)
 
     def _chunks_for(self, doc: Document, collection: str, content_hash: str, ingested_at: str) -> list[Chunk]:
         document_id = document_id_for(collection, doc.source)
-        spans = self._split(doc)
+        spans = self.chunker.split(doc)
         language = doc.meta.get("language") or detect_language(doc.text)
         modified = datetime.fromtimestamp(os.stat(doc.source).st_mtime, UTC).isoformat() \
             if os.path.exists(doc.source) else None
@@ -152,12 +144,16 @@ class IngestPipeline:
                 "chunker": self.chunker.settings_id, "doc_pages": doc.meta.get("doc_pages"),
                 "format": doc.meta.get("format"),
             }
+            if s.parts:
+                meta["spans"] = [list(p) for p in s.parts]
+            meta.update(s.meta)
             chunks.append(Chunk(chunk_id_for(document_id, s.start, s.end), document_id, s.text, s.start, s.end,
                                 meta))
         return chunks
 
     def ingest(self, paths: Sequence[str | Path], collection: str = "default",
-               progress: ProgressFn | None = None, *, prune: bool = False) -> IngestReport:
+               progress: ProgressFn | None = None, *, prune: bool = False,
+               file_progress: FileProgressFn | None = None) -> IngestReport:
         """Ingest files and folders into `collection`; unchanged files are skipped by content hash.
 
         Files that fail are reported and skipped; the others are published together in one new index
@@ -165,18 +161,22 @@ class IngestPipeline:
         of `collection` whose source lies under one of the given folders but no longer exists are removed
         in the same generation.
         """
-        return self.ingest_groups({collection: list(paths)}, prune=prune, progress=progress)[0]
+        return self.ingest_groups({collection: list(paths)}, prune=prune, progress=progress,
+                                  file_progress=file_progress)[0]
 
     def ingest_groups(self, groups: dict[str, list[str | Path]], *, replace: bool = False, prune: bool = False,
-                      progress: ProgressFn | None = None) -> list[IngestReport]:
+                      progress: ProgressFn | None = None,
+                      file_progress: FileProgressFn | None = None) -> list[IngestReport]:
         """Ingest several collections in one write session; replace=True rebuilds the index from these alone;
         prune=True also removes each collection's documents that are gone from under its given folders."""
         identity = IndexIdentity(self.embedder.model_id, self.embedder.dim, self.chunker.settings_id)
         collected = {c: self.collect(p) for c, p in groups.items()}
         reports = []
         with self.store.writer(identity, replace=replace) as store:
+            if not replace:
+                self._check_chunker(store)
             for collection, files in collected.items():
-                reports.append(self._ingest_files(store, files, collection, progress))
+                reports.append(self._ingest_files(store, files, collection, progress, file_progress))
                 if prune:
                     reports[-1].removed = self._prune(store, groups[collection], collection)
                 reports[-1].total_chunks = len(store)
@@ -184,46 +184,81 @@ class IngestPipeline:
             r.total_chunks = len(self.store)
         return reports
 
+    def _check_chunker(self, store: FaissStore) -> None:
+        """Refuse to mix chunks made with other chunker settings into the index (their ids and spans differ)."""
+        mine = self.chunker.settings_id
+        other = sorted({str(c.meta.get("chunker")) for c in store.chunks() if c.meta.get("chunker")} - {mine})
+        if other:
+            raise IndexSettingsMismatchError(
+                f"the index under {store.root} was built with chunker {', '.join(other)}, but the settings now use "
+                f"{mine}; refusing to mix chunkings. Run `consulta reindex` to rebuild it with the new chunker "
+                "settings, or restore the old ones.")
+
     def _ingest_files(self, store: FaissStore, files: list[Path], collection: str,
-                      progress: ProgressFn | None) -> IngestReport:
+                      progress: ProgressFn | None, file_progress: FileProgressFn | None) -> IngestReport:
         t0 = time.perf_counter()
         report = IngestReport(collection=collection)
         ingested_at = datetime.now(UTC).isoformat()
         known = {d["document_id"]: d.get("content_hash") for d in store.documents()}
-        for n, path in enumerate(files):
-            if progress:
-                progress(str(path), n, len(files))
-            ft = time.perf_counter()
-            source = str(path)
+        results: dict[Path, FileResult] = {}
+        hashes: dict[Path, str] = {}
+        for path in files:
             try:
-                content_hash = _sha256_file(path)
-                doc_id = document_id_for(collection, source)
-                if known.get(doc_id) == content_hash:
-                    report.files.append(FileResult(source, "unchanged"))
-                    continue
+                hashes[path] = _sha256_file(path)
+            except OSError as e:
+                results[path] = FileResult(str(path), "failed", error=f"{path}: {e.strerror or e}",
+                                           reason="unreadable")
+                continue
+            if known.get(document_id_for(collection, str(path))) == hashes[path]:
+                results[path] = FileResult(str(path), "unchanged")
+        done = len(results)
+        if progress:
+            progress("", done, len(files))
+        for parsed in self.parse_pool.parse([p for p in files if p not in results]):
+            path, source = parsed.path, str(parsed.path)
+            report.timings["parse"] += parsed.seconds
+            if progress:
+                progress(source, done, len(files))
+            ft = time.perf_counter()
+            try:
+                if parsed.document is None:
+                    raise FileFormatError(parsed.error or f"{path}: could not be parsed", parsed.reason or "corrupt")
+                doc = parsed.document
                 t = time.perf_counter()
-                doc = self._load(path)
-                report.timings["parse"] += time.perf_counter() - t
-                t = time.perf_counter()
-                chunks = self._chunks_for(doc, collection, content_hash, ingested_at)
+                chunks = self._chunks_for(doc, collection, hashes[path], ingested_at)
                 report.timings["chunk"] += time.perf_counter() - t
                 if not chunks:
-                    raise FileFormatError(f"{path}: no text to index")
+                    raise FileFormatError(f"{path}: no text to index", "no_text")
                 t = time.perf_counter()
-                vectors = self.embedder.embed_documents([c.text for c in chunks])
+                vectors = self._embed(chunks, source, file_progress)
                 report.timings["embed"] += time.perf_counter() - t
-                store.delete_documents([doc_id])
+                store.delete_documents([document_id_for(collection, source)])
                 store.add(chunks, vectors)
-                report.files.append(FileResult(source, "ingested", len(chunks), doc.meta.get("doc_pages"),
-                                               seconds=time.perf_counter() - ft))
-            except (FileFormatError, OSError) as e:
-                msg = str(e) if isinstance(e, FileFormatError) else f"{path}: {e.strerror or e}"
-                logger.warning("skipped %s", msg)
-                report.files.append(FileResult(source, "failed", error=msg, seconds=time.perf_counter() - ft))
+                report.pages += doc.meta.get("doc_pages") or 0
+                results[path] = FileResult(source, "ingested", len(chunks), doc.meta.get("doc_pages"),
+                                           seconds=time.perf_counter() - ft + parsed.seconds,
+                                           pages_without_text=list(doc.meta.get("pages_without_text") or []),
+                                           table_pages=list(doc.meta.get("table_pages") or []),
+                                           language=chunks[0].meta.get("language"))
+            except FileFormatError as e:
+                logger.warning("skipped %s", e)
+                results[path] = FileResult(source, "failed", error=str(e), reason=e.reason,
+                                           seconds=time.perf_counter() - ft + parsed.seconds)
+            done += 1
         if progress:
             progress("", len(files), len(files))
+        report.files = [results[p] for p in files]
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _embed(self, chunks: list[Chunk], source: str, file_progress: FileProgressFn | None) -> np.ndarray:
+        """Embed chunk texts in batches of embed_batch, reporting progress after each."""
+        parts = []
+        for i in range(0, len(chunks), self.embed_batch):
+            parts.append(self.embedder.embed_documents([c.text for c in chunks[i:i + self.embed_batch]]))
+            if file_progress:
+                file_progress(source, min(len(chunks), i + self.embed_batch), len(chunks))
+        return np.vstack(parts)
 
     @staticmethod
     def _prune(store: FaissStore, paths: Sequence[str | Path], collection: str) -> list[str]:

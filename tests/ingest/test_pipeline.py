@@ -152,3 +152,19 @@ def test_prune_removes_only_files_gone_from_the_given_folders(tmp_path, pipeline
     assert left == {("hr", "a.md"), ("hr", "c.txt"), ("hr", "d.md"),
                     ("other", "a.md"), ("other", "b.md"), ("other", "c.txt")}
     assert pipeline.ingest([docs], "hr").removed == []  # without prune nothing is removed
+
+
+def test_every_chunk_carries_what_a_citation_needs(tmp_path, pipeline):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make_pdf(docs / "handbook.pdf", HANDBOOK_PAGES)
+    pipeline.ingest([docs], "hr")
+    chunks = FaissStore(tmp_path / "index").load().chunks()
+    assert chunks
+    for c in chunks:
+        m = c.meta
+        assert m["source"] == str((docs / "handbook.pdf").resolve()) and m["title"] == "Staff handbook"
+        assert m["page"] in (1, 2) and "page_end" in m and m["collection"] == "hr" and m["language"] == "en"
+        assert m["modified_at"].startswith("20") and m["ingested_at"].startswith("20")
+        assert len(m["content_hash"]) == 64 and m["chunker"] == "recursive:300:50" and m["format"] == "pdf"
+        assert 0 <= c.start < c.end and "section" in m

@@ -37,3 +37,27 @@ def test_prune_and_sync_remove_deleted_files_per_collection(base_env, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "1 removed" in r.stderr
     assert ("other", "lunch.md") not in listed()
+
+
+def test_sync_adds_new_reindexes_changed_and_removes_deleted_files(base_env, tmp_path):
+    env = {**base_env, "CONSULTA_DATA_DIR": str(tmp_path / "data")}
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "parking.md").write_text("# Parking\n\nThe parking lot closes at 22:00.")
+    (docs / "lunch.md").write_text("# Lunch\n\nLunch is served from 12:30 in the canteen.")
+    (docs / "badges.txt").write_text("The badge office is on floor 2.")
+    assert run_cli(["sync", str(docs)], env).returncode == 0
+    (docs / "lunch.md").write_text("# Lunch\n\nLunch is served from 13:00 to 15:00 in the canteen.")
+    (docs / "badges.txt").unlink()
+    (docs / "keys.md").write_text("# Keys\n\nSpare keys are kept by the porter.")
+
+    r = run_cli(["sync", str(docs), "--json"], env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    status = {f["source"].rsplit("/", 1)[-1]: f["status"] for f in out["files"]}
+    assert status == {"parking.md": "unchanged", "lunch.md": "ingested", "keys.md": "ingested"}
+    assert [s.rsplit("/", 1)[-1] for s in out["removed"]] == ["badges.txt"]
+    r = run_cli(["search", "When is lunch served?", "--json", "--k", "5"], env)
+    texts = [h["text"] for h in json.loads(r.stdout)["hits"]]
+    assert any("13:00" in t for t in texts) and not any("12:30" in t for t in texts)
+    assert not any("badge office" in t for t in texts) and len(texts) == 3
