@@ -1,12 +1,13 @@
-"""BM25 over chunk texts (bm25s), with stopwords and Snowball stemming for English, Spanish and Catalan.
+"""BM25 over chunk texts (term counts in a scipy sparse matrix), with stopwords and Snowball stemming for English, Spanish and Catalan.
 
 Each chunk is analysed in its own language (`meta["language"]`); a query is analysed in the language the
 caller gives (the Retriever takes it from an injected detector). Analysis: NFKC, lower case, Catalan
 `l·l` joined, words split at apostrophes, stopwords dropped, Snowball stem, accents folded, so that
 "vacaciones", "vacación" and "vacacion" meet on one term.
 
-The score matrix is built once, when an index generation is written, and saved in the generation's
-`bm25/` folder; nothing is rebuilt per query.
+The index is a term-count matrix updated incrementally as chunks are added and deleted (only new
+texts are analysed), saved with each index generation in its `bm25/` folder; nothing is rebuilt per
+query, and a query touches only the columns of its own terms.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 
 logger = logging.getLogger(__name__)
 
 # Bump when the analysis changes: stored BM25 data made by another analyser is rebuilt on load.
-ANALYZER_VERSION = 1
+ANALYZER_VERSION = 2  # 2: term counts (scipy) instead of a bm25s score matrix
 DEFAULT_LANGUAGE = "en"
 # ISO 639-1 code -> Snowball algorithm (PyStemmer). Other languages are analysed without stemming.
 STEMMERS = {"en": "english", "es": "spanish", "ca": "catalan"}
@@ -34,6 +36,8 @@ _WORD = re.compile(r"\w+")
 _APOSTROPHES = re.compile(r"['’`´]")
 _PUNT_VOLAT = re.compile(r"l[·.•]l")  # Catalan "col·lega" is also typed "col.lega" or "collega"
 _META_FILE = "consulta.json"
+_MATRIX_FILE = "tf.npz"
+_VOCAB_FILE = "vocab.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,41 +129,120 @@ class Analyzers:
 
 
 class Bm25Index:
-    """The BM25 score matrix of a list of texts; rows are addressed by their position in that list."""
+    """BM25 over a list of texts, kept as a term-frequency matrix that grows and shrinks with the chunks.
 
-    def __init__(self, model, size: int, params: Bm25Params, analyzers: Analyzers | None = None) -> None:
-        self._model = model  # bm25s.BM25, or None when there are no texts
-        self.size = size
+    Rows are addressed by their position in the list. Adding texts analyses only the new texts (their
+    rows are appended); deleting keeps the surviving rows. Nothing is re-analysed after ingestion, and
+    k1, b, document frequencies and the average length apply at query time, so they always match the
+    live chunks (Lucene's BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b + b dl/avgdl))).
+    A query reads only the columns of its own terms.
+    """
+
+    def __init__(self, params: Bm25Params, analyzers: Analyzers | None = None) -> None:
         self.params = params
         self.analyzers = analyzers or Analyzers()
+        self._vocab: dict[str, int] = {}
+        self._tf = sparse.csr_matrix((0, 0), dtype=np.float32)  # rows: texts, columns: terms
+        self._pending: list[sparse.csr_matrix] = []  # rows added since the last consolidation
+        self._lengths = np.zeros(0, dtype=np.float32)
+        self._csc: sparse.csc_matrix | None = None
+        self._lock = threading.Lock()
+        self.texts_analysed = 0  # texts run through the analyser by this object (loads count none)
+
+    @property
+    def size(self) -> int:
+        return int(self._lengths.size)
 
     @classmethod
     def build(cls, texts: Sequence[str], languages: Sequence[str | None], params: Bm25Params,
               analyzers: Analyzers | None = None) -> Bm25Index:
-        """Analyse every text in its language and compute the score matrix."""
+        """Analyse every text in its language."""
+        index = cls(params, analyzers)
+        index.add(texts, languages)
+        return index
+
+    def add(self, texts: Sequence[str], languages: Sequence[str | None]) -> None:
+        """Append rows for these texts; only they are analysed."""
         if len(texts) != len(languages):
             raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
-        analyzers = analyzers or Analyzers()
         if not texts:
-            return cls(None, 0, params, analyzers)
-        import bm25s
+            return
+        indptr, cols, counts = [0], [], []
+        for text, lang in zip(texts, languages, strict=True):
+            tf: dict[int, int] = {}
+            for term in self.analyzers.get(lang).terms(text):
+                col = self._vocab.setdefault(term, len(self._vocab))
+                tf[col] = tf.get(col, 0) + 1
+            cols.extend(tf)
+            counts.extend(tf.values())
+            indptr.append(len(cols))
+        block = sparse.csr_matrix((np.asarray(counts, dtype=np.float32), np.asarray(cols, dtype=np.int32),
+                                   np.asarray(indptr, dtype=np.int64)), shape=(len(texts), len(self._vocab)))
+        with self._lock:
+            self._pending.append(block)
+            self._lengths = np.concatenate([self._lengths, np.asarray(block.sum(axis=1)).ravel()])
+            self._csc = None
+        self.texts_analysed += len(texts)
 
-        tokens = [analyzers.get(lang).terms(text) for text, lang in zip(texts, languages, strict=True)]
-        model = bm25s.BM25(k1=params.k1, b=params.b, method="lucene")
-        model.index(tokens, show_progress=False)
-        return cls(model, len(texts), params, analyzers)
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only these rows (in this order): what remains after deleting chunks."""
+        rows = np.asarray(rows, dtype=np.int64)
+        with self._lock:
+            tf = self._consolidated()
+            self._tf = tf[rows]
+            self._lengths = self._lengths[rows]
+            self._csc = None
+
+    def _consolidated(self) -> sparse.csr_matrix:
+        """The whole matrix (call with the lock held); pending rows are stacked once, not per add."""
+        width = len(self._vocab)
+        if self._pending:
+            parts = [m if m.shape[1] == width else _widen(m, width) for m in [self._tf, *self._pending]]
+            self._tf = sparse.vstack(parts, format="csr", dtype=np.float32)
+            self._pending = []
+        elif self._tf.shape[1] != width:
+            self._tf = _widen(self._tf, width)
+        return self._tf
+
+    def _columns(self) -> sparse.csc_matrix:
+        with self._lock:
+            if self._csc is None:
+                self._csc = self._consolidated().tocsc()
+                self._csc.sort_indices()
+            return self._csc
 
     def search(self, query: str, k: int, *, language: str | None = None,
-               allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """The k best (row, score) pairs with a positive score, best first; `allowed` is a boolean row mask."""
-        if self._model is None or k <= 0:
+               allowed: np.ndarray | None = None, boost: Mapping[str, float] | None = None) -> list[tuple[int, float]]:
+        """The k best (row, score) pairs with a positive score, best first; `allowed` is a boolean row mask.
+
+        `boost` adds already-analysed terms with a weight each (query expansion: feedback terms, synonyms).
+        """
+        n = self.size
+        if n == 0 or k <= 0:
             return []
-        if allowed is not None and len(allowed) != self.size:
-            raise ValueError(f"mask has {len(allowed)} rows, the index {self.size}")
-        ids = self._model.get_tokens_ids(self.analyzers.get(language).terms(query))
-        if not ids:
+        if allowed is not None and len(allowed) != n:
+            raise ValueError(f"mask has {len(allowed)} rows, the index {n}")
+        weights: dict[int, float] = {}
+        for t in self.analyzers.get(language).terms(query):
+            if t in self._vocab:
+                weights[self._vocab[t]] = weights.get(self._vocab[t], 0.0) + 1.0
+        for t, w in (boost or {}).items():
+            if t in self._vocab:
+                weights[self._vocab[t]] = weights.get(self._vocab[t], 0.0) + w
+        if not weights:
             return []
-        scores = self._model.get_scores_from_ids(ids)
+        csc, lengths = self._columns(), self._lengths
+        k1, b = self.params.k1, self.params.b
+        avgdl = float(lengths.mean()) or 1.0
+        scores = np.zeros(n, dtype=np.float32)
+        for col, times in weights.items():
+            lo, hi = csc.indptr[col], csc.indptr[col + 1]
+            if lo == hi:
+                continue
+            rows, tf = csc.indices[lo:hi], csc.data[lo:hi]
+            df = hi - lo
+            idf = np.log1p((n - df + 0.5) / (df + 0.5))
+            scores[rows] += times * idf * tf / (tf + k1 * (1 - b + b * lengths[rows] / avgdl))
         if allowed is not None:
             scores = np.where(allowed, scores, 0.0)
         rows = np.flatnonzero(scores > 0)
@@ -168,31 +251,81 @@ class Bm25Index:
         rows = rows[np.lexsort((rows, -scores[rows]))]  # best first; ties in row order
         return [(int(r), float(scores[r])) for r in rows]
 
+    def feedback_terms(self, query: str, rows: Sequence[int], n_terms: int = 10, *, language: str | None = None,
+                       weight: float = 0.3) -> dict[str, float]:
+        """Pseudo-relevance feedback (RM3-like): the terms that weigh most (tf * idf) in the top `rows`, not in
+        the query, weighted `weight` for the best and less for the others; for `search(boost=...)`."""
+        if not rows or n_terms <= 0:
+            return {}
+        with self._lock:
+            tf = self._consolidated()
+        csc = self._columns()
+        n = self.size
+        df = np.diff(csc.indptr).astype(np.float32)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        block = tf[np.asarray(rows, dtype=np.int64)]
+        lengths = self._lengths[np.asarray(rows, dtype=np.int64)][:, None]
+        mass = np.asarray(block.multiply(1.0 / np.maximum(lengths, 1.0)).sum(axis=0)).ravel() * idf
+        for t in self.analyzers.get(language).terms(query):
+            if t in self._vocab:
+                mass[self._vocab[t]] = 0.0
+        top = np.argsort(-mass)[:n_terms]
+        top = top[mass[top] > 0]
+        if not top.size:
+            return {}
+        terms = self._term_list()
+        best = float(mass[top[0]])
+        return {terms[int(c)]: weight * float(mass[c]) / best for c in top}
+
+    def _term_list(self) -> list[str]:
+        """Column number -> term (the vocabulary only grows, so a longer one means a stale list)."""
+        cached = getattr(self, "_terms", None)
+        if cached is None or len(cached) != len(self._vocab):
+            cached = self._terms = sorted(self._vocab, key=self._vocab.__getitem__)
+        return cached
+
     # ---- persistence -----------------------------------------------------------------------
     def save(self, folder: Path) -> None:
-        """Write the matrix and vocabulary into `folder` (the caller fsyncs and publishes it)."""
+        """Write the term counts and vocabulary into `folder` (the caller fsyncs and publishes it)."""
         folder.mkdir(parents=True, exist_ok=True)
-        if self._model is not None:
-            self._model.save(str(folder), show_progress=False)
-        meta = {"analyzer": ANALYZER_VERSION, "k1": self.params.k1, "b": self.params.b, "size": self.size}
+        with self._lock:
+            tf = self._consolidated()
+            terms = self._term_list()
+            with open(folder / _MATRIX_FILE, "wb") as f:
+                np.savez(f, data=tf.data, indices=tf.indices, indptr=tf.indptr, lengths=self._lengths,
+                         shape=np.asarray(tf.shape, dtype=np.int64))
+        (folder / _VOCAB_FILE).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        meta = {"analyzer": ANALYZER_VERSION, "size": self.size, "terms": len(terms)}
         (folder / _META_FILE).write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, folder: Path, params: Bm25Params, size: int,
              analyzers: Analyzers | None = None) -> Bm25Index | None:
-        """The saved index, or None when it is missing or was made with other parameters or another analyser."""
+        """The saved index, or None when it is missing, or was made by another analyser or for other chunks.
+
+        k1 and b are not stored: they apply at query time, so changing them needs no rebuild.
+        """
         try:
             meta = json.loads((folder / _META_FILE).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        if (meta.get("analyzer"), meta.get("k1"), meta.get("b"), meta.get("size")) != (
-                ANALYZER_VERSION, params.k1, params.b, size):
-            logger.info("BM25 data in %s was made with %s, not analyzer %d k1=%s b=%s for %d chunks; rebuilding",
-                        folder, meta, ANALYZER_VERSION, params.k1, params.b, size)
+        if (meta.get("analyzer"), meta.get("size")) != (ANALYZER_VERSION, size):
+            logger.info("BM25 data in %s was made with %s, not analyzer %d for %d chunks; rebuilding",
+                        folder, meta, ANALYZER_VERSION, size)
             return None
-        if size == 0:
-            return cls(None, 0, params, analyzers)
-        import bm25s
+        terms = json.loads((folder / _VOCAB_FILE).read_text(encoding="utf-8"))
+        with np.load(folder / _MATRIX_FILE) as z:
+            shape = tuple(int(x) for x in z["shape"])
+            tf = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+            lengths = z["lengths"].astype(np.float32)
+        if shape != (size, len(terms)) or lengths.size != size:
+            raise ValueError(f"BM25 data in {folder} has shape {shape} for {size} chunks and {len(terms)} terms")
+        index = cls(params, analyzers)
+        index._vocab = {t: i for i, t in enumerate(terms)}
+        index._tf, index._lengths = tf, lengths
+        return index
 
-        model = bm25s.BM25.load(str(folder), show_progress=False)
-        return cls(model, size, params, analyzers)
+
+def _widen(m: sparse.csr_matrix, width: int) -> sparse.csr_matrix:
+    """The same rows with more (empty) term columns: the vocabulary grew after they were added."""
+    return sparse.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], width))

@@ -19,3 +19,8 @@ class IndexCorruptError(RetrievalError):
 
 class EmbedderUnavailableError(RetrievalError):
     """The configured embedding model cannot be loaded (missing package or folder)."""
+
+
+class IndexWriteError(RetrievalError):
+    """The new index generation could not be written (disk full, read-only, quota); the previous one is kept
+    (seen by whoever ingests, and by an operator)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from retrieval.types import Hit
@@ -43,3 +44,69 @@ class CrossEncoderReranker:
                                      show_progress_bar=False)
         ranked = sorted(zip(hits, scores, strict=True), key=lambda p: -float(p[1]))
         return [Hit(h.chunk, float(s), h.dense_score) for h, s in ranked[:top_k]]
+
+
+# next_token_logprobs(prompts, candidates) -> per prompt, {candidate: log-probability of its first token}
+ScoreFn = Callable[[Sequence[str], Sequence[str]], list[dict[str, float]]]
+# format_chat([{"role": ..., "content": ...}, ...]) -> the model's prompt text, ending where the answer starts
+FormatFn = Callable[[list[dict[str, str]]], str]
+
+RELEVANCE_SYSTEM = ("You judge search results. Given a question and a passage, answer Yes if the passage "
+                    "contains the answer to the question, otherwise No. Answer with one word: Yes or No.")
+_YES, _NO = ("Yes", "yes"), ("No", "no")
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+class LlmReranker:
+    """Pointwise yes/no re-ranking with the local LLM: score = log P(yes) - log P(no) as the answer's first token.
+
+    Only the `top` first-stage hits are judged (each pair is one prompt of ~100-300 tokens, batched through
+    the engine); the rest keep their first-stage order after them. `blend` > 0 mixes the first-stage rank
+    back in (reciprocal-rank fusion of the LLM order and the first-stage order, weighted), which protects
+    against a small model's mistakes. `score` is the engine's `next_token_logprobs`, `format_chat` its chat
+    template; both are injected by the composition root, since retrieval imports nothing of ours.
+    """
+
+    def __init__(self, score: ScoreFn, *, format_chat: FormatFn | None = None, top: int = 8,
+                 max_passage_chars: int = 800, blend: float = 0.0) -> None:
+        if top < 1:
+            raise ValueError(f"the LLM re-ranker needs top >= 1 (got {top})")
+        self.score = score
+        self.format_chat = format_chat
+        self.top = top
+        self.max_passage_chars = max_passage_chars
+        self.blend = blend
+
+    def prompt(self, query: str, passage: str) -> str:
+        passage = " ".join(passage.split())[: self.max_passage_chars]
+        user = f"Question: {query}\n\nPassage: {passage}\n\nDoes the passage answer the question? Yes or No."
+        messages = [{"role": "system", "content": RELEVANCE_SYSTEM}, {"role": "user", "content": user}]
+        if self.format_chat is not None:
+            return self.format_chat(messages)
+        return f"{RELEVANCE_SYSTEM}\n\n{user}\nAnswer:"
+
+    def relevance(self, query: str, passages: Sequence[str]) -> list[float]:
+        """log P(yes) - log P(no) for each passage (higher: more likely to answer the question)."""
+        if not passages:
+            return []
+        rows = self.score([self.prompt(query, p) for p in passages], [*_YES, *_NO])
+        return [_logsumexp([r[c] for c in _YES]) - _logsumexp([r[c] for c in _NO]) for r in rows]
+
+    def rerank(self, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
+        if not hits:
+            return []
+        head, tail = list(hits[: self.top]), list(hits[self.top:])
+        margins = self.relevance(query, [h.chunk.text for h in head])
+        by_llm = sorted(range(len(head)), key=lambda i: (-margins[i], i))
+        if self.blend > 0:
+            llm_rank = {i: r for r, i in enumerate(by_llm, 1)}
+            fused = {i: 1 / (60 + llm_rank[i]) + self.blend / (60 + i + 1) for i in range(len(head))}
+            by_llm = sorted(range(len(head)), key=lambda i: (-fused[i], i))
+        ranked = [Hit(head[i].chunk, margins[i], head[i].dense_score) for i in by_llm]
+        floor = min(margins) - 1.0  # the unjudged tail stays below every judged hit, in its order
+        ranked += [Hit(h.chunk, floor - n, h.dense_score) for n, h in enumerate(tail)]
+        return ranked[:top_k]

@@ -1,15 +1,22 @@
-"""The retriever: query -> dense (FAISS) and/or BM25 search, filters inside -> fusion -> re-rank -> hits.
+"""The retriever: query -> [expansion] -> dense (FAISS) and/or BM25 search, filters inside -> fusion
+-> [re-rank] -> [diversity] -> hits.
 
 Modes: "dense" (embedding cosine), "bm25" (lexical, stemmed per language) and "hybrid" (both, merged by
 reciprocal rank fusion: each hit scores sum(1 / (rrf_k + rank)) over the lists it appears in). Whatever
 the mode, every hit carries `dense_score`, the cosine of query and chunk, so that the "documents don't
 say" threshold keeps one scale.
+
+Optional stages, each off by default and chosen by settings: query expansion (`QueryExpander`: synonyms,
+multi-query rewriting, HyDE, decomposition; plus BM25 pseudo-relevance feedback, `feedback`), whose
+extra rankings join the fusion; a re-ranker over the fused candidates; then near-duplicate removal or
+MMR over the re-ranked list.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Literal, get_args
@@ -17,8 +24,10 @@ from typing import Literal, get_args
 import numpy as np
 
 from retrieval.bm25 import DEFAULT_LANGUAGE
+from retrieval.diversity import drop_near_duplicates, mmr
 from retrieval.embedder import Embedder
 from retrieval.errors import EmbedderMismatchError, IndexNotFoundError
+from retrieval.expansion import QueryExpander
 from retrieval.reranker import NoopReranker, Reranker
 from retrieval.store import FaissStore
 from retrieval.types import Hit, SearchFilter
@@ -27,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = get_args(RetrievalMode)
+Diversity = Literal["none", "dedup", "mmr"]
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[tuple[Hit, float]]:
@@ -56,7 +66,11 @@ class Retriever:
 
     def __init__(self, embedder: Embedder, store: FaissStore, *, reranker: Reranker | None = None,
                  candidates: int = 20, mode: RetrievalMode = "hybrid", rrf_k: int = 60,
-                 detect_language: Callable[[str], str] | None = None) -> None:
+                 detect_language: Callable[[str], str] | None = None, expander: QueryExpander | None = None,
+                 feedback: int = 0, diversity: Diversity = "none", dedup_threshold: float = 0.95,
+                 mmr_lambda: float = 0.7) -> None:
+        if diversity not in ("none", "dedup", "mmr"):
+            raise ValueError(f"unknown diversity {diversity!r}: choose none, dedup or mmr")
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}: choose one of {', '.join(MODES)}")
         if candidates < 1 or rrf_k < 1:
@@ -68,6 +82,11 @@ class Retriever:
         self.mode = mode
         self.rrf_k = rrf_k
         self.detect_language = detect_language
+        self.expander = expander
+        self.feedback = feedback
+        self.diversity = diversity
+        self.dedup_threshold = dedup_threshold
+        self.mmr_lambda = mmr_lambda
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
@@ -109,19 +128,58 @@ class Retriever:
                 for h, s in zip(hits, scores, strict=True)]
 
     def retrieve(self, query: str, k: int = 5, filter: SearchFilter | None = None, *,
-                 language: str | None = None) -> list[Hit]:
-        """The k best hits for `query`; `language` picks the BM25 analyser (detected when not given)."""
+                 language: str | None = None, timings: dict[str, float] | None = None) -> list[Hit]:
+        """The k best hits for `query`; `language` picks the BM25 analyser (detected when not given).
+
+        `timings`, when given, receives the seconds spent per stage (expand, search, rerank, diversity).
+        """
+        t0 = time.perf_counter()
         self._ensure_loaded()
         depth = max(k, self.candidates)
+        language = self._language(query, language) if self.mode != "dense" else language
+        expansion = self.expander.expand(query) if self.expander is not None and self.expander.active else None
+        t1 = time.perf_counter()
         vector = self.embedder.embed_query(query)
-        if self.mode == "dense":
-            hits = [replace(h, dense_score=h.score) for h in self.store.search(vector, depth, filter)]
+        rankings = self._rankings(query, vector, depth, filter, language, lexical=expansion.lexical if expansion
+                                  else "", original=True)
+        if expansion is not None:
+            for q in (*expansion.queries, *expansion.sub_queries):
+                rankings += self._rankings(q, self.embedder.embed_query(q), depth, filter, language,
+                                           lexical="", original=False)
+            if self.mode != "bm25" and expansion.passages:
+                for pv in self.embedder.embed_documents(list(expansion.passages)):
+                    rankings.append([replace(h, dense_score=None) for h in self.store.search(pv, depth, filter)])
+        if len(rankings) == 1:
+            ranked = rankings[0]
+            hits = self._with_dense_scores(vector, ranked, [h.score for h in ranked])
         else:
-            sparse = self.store.search_sparse(query, depth, filter, language=self._language(query, language))
-            if self.mode == "bm25":
-                hits = self._with_dense_scores(vector, sparse, [h.score for h in sparse])
+            fused = reciprocal_rank_fusion(rankings, self.rrf_k)[:depth]
+            hits = self._with_dense_scores(vector, [h for h, _ in fused], [s for _, s in fused])
+        t2 = time.perf_counter()
+        diverse = self.diversity != "none"
+        hits = self.reranker.rerank(query, hits, depth if diverse else k)
+        t3 = time.perf_counter()
+        if diverse and hits:
+            vectors = self.store.vectors_of([h.chunk for h in hits])
+            if self.diversity == "dedup":
+                hits = drop_near_duplicates(hits, vectors, self.dedup_threshold)[:k]
             else:
-                dense = [replace(h, dense_score=h.score) for h in self.store.search(vector, depth, filter)]
-                fused = reciprocal_rank_fusion([dense, sparse], self.rrf_k)[:depth]
-                hits = self._with_dense_scores(vector, [h for h, _ in fused], [s for _, s in fused])
-        return self.reranker.rerank(query, hits, k)
+                hits = mmr(vector, hits, vectors, k, self.mmr_lambda)
+        if timings is not None:
+            timings.update(expand=t1 - t0, search=t2 - t1, rerank=t3 - t2, diversity=time.perf_counter() - t3)
+        return hits[:k]
+
+    def _rankings(self, query: str, vector: np.ndarray, depth: int, filter: SearchFilter | None,
+                  language: str | None, *, lexical: str, original: bool) -> list[list[Hit]]:
+        """The dense and/or BM25 ranking of one query (dense first, so fused hits keep the dense cosine).
+
+        Only the original question's cosines are kept: a rewrite's cosine is not the question's.
+        """
+        out: list[list[Hit]] = []
+        if self.mode != "bm25":
+            dense = self.store.search(vector, depth, filter)
+            out.append([replace(h, dense_score=h.score if original else None) for h in dense])
+        if self.mode != "dense":
+            text = f"{query} {lexical}" if lexical else query
+            out.append(self.store.search_sparse(text, depth, filter, language=language, feedback=self.feedback))
+        return out

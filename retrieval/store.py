@@ -4,19 +4,29 @@ Layout under the index folder:
 
     CURRENT              name of the live generation, replaced atomically (os.replace)
     LOCK                 advisory lock held by the one writer at a time
-    gen-00000007/        manifest.json, vectors.faiss, chunks.jsonl, bm25/ (the BM25 score matrix):
-                         written whole, then published
+    gen-00000007/        manifest.json, vectors.faiss (exact), ann.faiss (HNSW or IVF, large corpora only),
+                         chunks.jsonl, bm25/ (BM25 term counts): written whole, then published
 
 A crash at any moment leaves CURRENT pointing at a complete generation: a writer builds the next
 generation in a temporary folder, fsyncs it, renames it into place and only then swaps CURRENT, so
 vectors, BM25 data and chunk metadata always switch together. Readers (a running API) notice a new
 CURRENT and reload. A generation written before BM25 was added has no bm25/ folder; its BM25 data is
 built in memory when first needed, and the next write stores it.
+
+Index types: exact inner product (IndexFlatIP) up to `IndexConfig.exact_max` chunks, an approximate
+index above it (HNSW by default, or IVF), or whichever the settings force. A search with a filter
+always scores the chunks the filter lets through exactly (a matrix product over those rows), so k hits
+come back whenever k chunks match, however low they would rank in the whole index.
+
+Writes are incremental where it is cheap: added chunks are analysed for BM25 on their own (the term
+counts of the others are kept), and added vectors are appended to the approximate index; deleting
+chunks rebuilds the approximate index (FAISS HNSW cannot remove) but never re-analyses text.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -28,14 +38,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
 
 from retrieval.bm25 import DEFAULT_LANGUAGE, Analyzers, Bm25Index, Bm25Params
-from retrieval.errors import EmbedderMismatchError, IndexCorruptError, IndexNotFoundError
-from retrieval.types import Chunk, Hit, SearchFilter
+from retrieval.errors import EmbedderMismatchError, IndexCorruptError, IndexNotFoundError, IndexWriteError
+from retrieval.types import Chunk, Hit, SearchFilter, chunk_time
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +62,62 @@ class VectorStore(Protocol):
     def search(self, vector: np.ndarray, k: int, filter: SearchFilter | None = None) -> list[Hit]: ...
 
     def search_sparse(self, query: str, k: int, filter: SearchFilter | None = None, *,
-                      language: str | None = None) -> list[Hit]: ...
+                      language: str | None = None, feedback: int = 0) -> list[Hit]: ...
 
     def similarities(self, vector: np.ndarray, chunks: Sequence[Chunk]) -> np.ndarray: ...
+
+    def vectors_of(self, chunks: Sequence[Chunk]) -> np.ndarray: ...
 
     def chunks(self) -> Sequence[Chunk]: ...
 
     def __len__(self) -> int: ...
+
+
+IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexConfig:
+    """Which FAISS index answers unfiltered dense searches, and how it is tuned."""
+
+    kind: IndexKind = "auto"
+    exact_max: int = 200_000  # "auto": exact search up to this many chunks, HNSW above
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    ivf_nprobe: int = 16
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", "flat", "hnsw", "ivf"):
+            raise ValueError(f"unknown index kind {self.kind!r}: choose auto, flat, hnsw or ivf")
+
+    def kind_for(self, n: int) -> str:
+        """flat, hnsw or ivf for a corpus of n chunks (IVF needs enough vectors to train its lists)."""
+        kind = ("flat" if n <= self.exact_max else "hnsw") if self.kind == "auto" else self.kind
+        return "flat" if kind == "ivf" and n < 1000 else kind
+
+    def build_params(self, kind: str) -> dict[str, Any]:
+        """What the stored approximate index was built with; another value rebuilds it."""
+        return {"kind": kind, "m": self.hnsw_m, "ef_construction": self.ef_construction} if kind == "hnsw" \
+            else {"kind": kind}
+
+
+def _build_ann(kind: str, vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
+    d = vectors.shape[1]
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
+    elif kind == "ivf":
+        nlist = max(8, int(4 * np.sqrt(len(vectors))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors if len(vectors) <= 64 * nlist else vectors[
+            np.random.default_rng(0).choice(len(vectors), 64 * nlist, replace=False)]
+        index.train(sample)
+    else:
+        raise ValueError(f"no approximate index of kind {kind!r}")
+    if len(vectors):
+        index.add(vectors)
+    return index
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +156,28 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-class FaissStore:
-    """Exact inner-product FAISS index with chunk metadata, one generation loaded in memory."""
+def _locked(method):
+    """Run a method under the store's lock, so a search never sees a half-swapped generation (a reload or a
+    writer's edit in another thread of the same process, e.g. an ingestion job beside the API's queries)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._state_lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
-    def __init__(self, root: str | Path, *, bm25: Bm25Params | None = None) -> None:
+
+class FaissStore:
+    """FAISS vectors (exact, or HNSW/IVF when large), BM25 and chunk metadata; one generation loaded in memory."""
+
+    def __init__(self, root: str | Path, *, bm25: Bm25Params | None = None, index: IndexConfig | None = None) -> None:
         self.root = Path(root)
         self.bm25_params = bm25 or Bm25Params()
+        self.index_config = index or IndexConfig()
+        # The approximate index over the first _ann_rows vectors (None: exact search, or not made yet).
+        self._ann: faiss.Index | None = None
+        self._ann_rows = 0
+        self._ann_lock = threading.Lock()
+        self._columns: dict[str, np.ndarray] | None = None
         self.identity: IndexIdentity | None = None
         self.generation = 0
         self._chunks: list[Chunk] = []
@@ -116,6 +191,7 @@ class FaissStore:
         self._rows: dict[str, int] | None = None
         self._analyzers = Analyzers()
         self._sparse_lock = threading.Lock()
+        self._state_lock = threading.RLock()
 
     # ---- reading ---------------------------------------------------------------------------
     @property
@@ -128,6 +204,7 @@ class FaissStore:
         except FileNotFoundError:
             return None
 
+    @_locked
     def load(self) -> FaissStore:
         """Load the live generation; raises IndexNotFoundError when nothing was ingested yet."""
         for _attempt in range(5):
@@ -168,14 +245,25 @@ class FaissStore:
         self._vectors = (index.reconstruct_n(0, index.ntotal) if index.ntotal
                          else np.zeros((0, index.d), dtype=np.float32))
         self._index = index
+        self._ann, self._ann_rows = None, 0
+        kind = self.index_config.kind_for(len(chunks))
+        if kind != "flat" and (gen_dir / "ann.faiss").is_file() \
+                and manifest.get("ann") == self.index_config.build_params(kind):
+            self._ann = faiss.read_index(str(gen_dir / "ann.faiss"))
+            self._ann_rows = self._ann.ntotal
         self._changed(gen_dir)
+        self._sparse = None
 
     def _changed(self, gen_dir: Path | None) -> None:
-        """The chunks changed (a load, or a writer's edit): derived lookups are made again when needed."""
-        self._sparse = None
+        """The chunks changed (a load, or a writer's edit): derived lookups are made again when needed.
+
+        The BM25 index is not dropped here: a load drops it, a writer's edit updates it in place.
+        """
         self._rows = None
+        self._columns = None
         self._gen_dir = gen_dir
 
+    @_locked
     def refresh(self) -> bool:
         """Reload if another process published a newer generation; True when it did."""
         name = self._current_name()
@@ -190,6 +278,7 @@ class FaissStore:
     def chunks(self) -> Sequence[Chunk]:
         return self._chunks
 
+    @_locked
     def search(self, vector: np.ndarray, k: int, filter: SearchFilter | None = None) -> list[Hit]:
         if self._index is None or not self._chunks or k <= 0:
             return []
@@ -198,17 +287,54 @@ class FaissStore:
             raise EmbedderMismatchError(
                 f"query vector has {q.shape[1]} dimensions, the index {self._index.d}: "
                 "the embedder changed since ingestion; run consulta reindex")
-        params = None
         allowed = self._allowed(filter)
-        if allowed is not None:
+        if allowed is not None:  # exact over the matching rows: k hits whenever k chunks match
             if allowed.size == 0:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            k = min(k, int(allowed.size))
+            scores = self._vectors[allowed] @ q[0]
+            top = _top_k(scores, k)
+            return [Hit(self._chunks[int(allowed[i])], float(scores[i])) for i in top]
         k = min(k, len(self._chunks))
-        scores, ids = self._index.search(q, k, params=params)
+        ann = self._ann_index()
+        if ann is None:
+            scores, ids = self._index.search(q, k)
+        else:
+            scores, ids = ann.search(q, k, params=self._ann_params())
         return [Hit(self._chunks[i], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
+    @property
+    def index_kind(self) -> str:
+        """flat, hnsw or ivf: the index an unfiltered dense search uses for the loaded chunks."""
+        return self.index_config.kind_for(len(self._chunks))
+
+    def _ann_params(self) -> faiss.SearchParameters:
+        if isinstance(self._ann, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(efSearch=self.index_config.ef_search)
+        return faiss.SearchParametersIVF(nprobe=self.index_config.ivf_nprobe)
+
+    def _ann_index(self) -> faiss.Index | None:
+        """The approximate index covering every loaded vector, or None when exact search is the choice."""
+        kind = self.index_kind
+        if kind == "flat":
+            return None
+        with self._ann_lock:
+            n = len(self._vectors)
+            if self._ann is not None and self._ann_rows < n:
+                self._ann.add(self._vectors[self._ann_rows:])  # chunks added since: appended, not rebuilt
+                self._ann_rows = n
+            if self._ann is None:
+                t = time.perf_counter()
+                self._ann = _build_ann(kind, self._vectors, self.index_config)
+                self._ann_rows = n
+                logger.info("built %s index over %d vectors in %.1f s", kind, n, time.perf_counter() - t)
+            return self._ann
+
+    @property
+    def bm25(self) -> Bm25Index:
+        """The BM25 index of the loaded chunks (read from the generation on first use)."""
+        return self._sparse_index()
+
+    @_locked
     def load_bm25(self) -> None:
         """Read (or, for an older generation, build) the BM25 data now rather than on the first sparse search."""
         self._sparse_index()
@@ -237,17 +363,53 @@ class FaissStore:
                                [c.meta.get("language") or DEFAULT_LANGUAGE for c in self._chunks],
                                self.bm25_params, self._analyzers)
 
+    def _meta_columns(self) -> dict[str, np.ndarray]:
+        """Chunk metadata as arrays, made once per loaded generation, so that a filter costs no Python loop."""
+        cols = self._columns
+        if cols is None:
+            metas = [c.meta for c in self._chunks]
+            # strings only (None -> ""), so that np.isin may sort them
+            cols = {key: np.array([str(m.get(key) or default) for m in metas] or [""], dtype=object)[:len(metas)]
+                    for key, default in (("collection", "default"), ("source", ""), ("language", ""))}
+            cols["section"] = np.array([str(m.get("section") or "").casefold() for m in metas] or [""],
+                                       dtype=object)[:len(metas)]
+            cols["time"] = np.array([t if (t := chunk_time(m)) is not None else np.nan for m in metas],
+                                    dtype=np.float64)
+            self._columns = cols
+        return cols
+
     def _allowed(self, filter: SearchFilter | None) -> np.ndarray | None:
         """Row numbers of the chunks a filter lets through; None when there is no filter."""
         if filter is None or filter.empty:
             return None
-        return np.array([i for i, c in enumerate(self._chunks) if filter.matches(c)], dtype=np.int64)
+        cols = self._meta_columns()
+        mask = np.ones(len(self._chunks), dtype=bool)
+        for key, wanted in (("collection", filter.collections), ("source", filter.sources),
+                            ("language", filter.languages)):
+            if wanted is not None:
+                mask &= np.isin(cols[key], np.array([str(w) for w in wanted], dtype=object))
+        if filter.sections is not None:
+            wanted = [s.casefold() for s in filter.sections]
+            mask &= np.fromiter((any(w in sec for w in wanted) for sec in cols["section"]), dtype=bool,
+                                count=len(mask))
+        if filter.modified_after is not None or filter.modified_before is not None:
+            t = cols["time"]
+            with np.errstate(invalid="ignore"):
+                mask &= ~np.isnan(t)
+                if filter.modified_after is not None:
+                    mask &= t >= filter.modified_after
+                if filter.modified_before is not None:
+                    mask &= t <= filter.modified_before
+        return np.flatnonzero(mask)
 
+    @_locked
     def search_sparse(self, query: str, k: int, filter: SearchFilter | None = None, *,
-                      language: str | None = None) -> list[Hit]:
+                      language: str | None = None, feedback: int = 0) -> list[Hit]:
         """BM25 search; the query is analysed in `language` (stemming, stopwords), default English.
 
-        Hit.score is the BM25 score; only chunks sharing a term with the query come back.
+        Hit.score is the BM25 score; only chunks sharing a term with the query come back. With
+        `feedback` > 0 the query is expanded with the weightiest terms of its `feedback` best hits
+        (pseudo-relevance feedback) and searched again.
         """
         if not self._chunks or k <= 0:
             return []
@@ -258,14 +420,33 @@ class FaissStore:
                 return []
             mask = np.zeros(len(self._chunks), dtype=bool)
             mask[allowed] = True
-        found = self._sparse_index().search(query, k, language=language, allowed=mask)
+        sparse = self._sparse_index()
+        found = sparse.search(query, k, language=language, allowed=mask)
+        if feedback > 0 and found:
+            boost = sparse.feedback_terms(query, [r for r, _ in found[:feedback]], language=language)
+            if boost:
+                found = sparse.search(query, k, language=language, allowed=mask, boost=boost)
         return [Hit(self._chunks[i], s) for i, s in found]
 
-    def similarities(self, vector: np.ndarray, chunks: Sequence[Chunk]) -> np.ndarray:
-        """Inner product (cosine, for unit vectors) of a query vector with the stored vectors of these chunks."""
+    def _row_of(self) -> dict[str, int]:
         if self._rows is None:
             self._rows = {c.id: i for i, c in enumerate(self._chunks)}
-        rows = [self._rows.get(c.id) for c in chunks]
+        return self._rows
+
+    @_locked
+    def vectors_of(self, chunks: Sequence[Chunk]) -> np.ndarray:
+        """The stored (unit) vectors of these chunks, one row each (for MMR and near-duplicate removal)."""
+        rows = self._row_of()
+        idx = [rows.get(c.id) for c in chunks]
+        if any(r is None for r in idx):
+            raise KeyError("vectors_of() got a chunk that is not in the loaded index")
+        return self._vectors[np.asarray(idx, dtype=np.int64)] if idx else np.zeros((0, self._vectors.shape[1]),
+                                                                                   dtype=np.float32)
+
+    @_locked
+    def similarities(self, vector: np.ndarray, chunks: Sequence[Chunk]) -> np.ndarray:
+        """Inner product (cosine, for unit vectors) of a query vector with the stored vectors of these chunks."""
+        rows = [self._row_of().get(c.id) for c in chunks]
         if any(r is None for r in rows):
             raise KeyError("similarities() got a chunk that is not in the loaded index")
         if not rows:
@@ -277,6 +458,7 @@ class FaissStore:
                 "the embedder changed since ingestion; run consulta reindex")
         return self._vectors[np.asarray(rows, dtype=np.int64)] @ q
 
+    @_locked
     def documents(self) -> list[dict[str, Any]]:
         """One summary per document: id, source, title, collection, pages, chunks, modified/ingested times."""
         docs: dict[str, dict[str, Any]] = {}
@@ -338,8 +520,11 @@ class FaissStore:
         self._chunks = []
         self._vectors = np.zeros((0, identity.dim), dtype=np.float32)
         self._index = None
+        self._ann, self._ann_rows = None, 0
         self._changed(None)
+        self._sparse = Bm25Index(self.bm25_params, self._analyzers)
 
+    @_locked
     def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(chunks) != len(vectors):
@@ -350,19 +535,30 @@ class FaissStore:
         if vectors.shape[1] != self.identity.dim:
             raise EmbedderMismatchError(
                 f"vectors have {vectors.shape[1]} dimensions, the index {self.identity.dim}; run consulta reindex")
-        known = {c.id for c in self._chunks}
+        known = self._row_of()
         keep = [i for i, c in enumerate(chunks) if c.id not in known]
-        self._chunks.extend(chunks[i] for i in keep)
+        if not keep:
+            return
+        sparse = self._sparse_index()  # the BM25 of the chunks before this edit: only the new ones are analysed
+        new = [chunks[i] for i in keep]
+        sparse.add([c.text for c in new], [c.meta.get("language") or DEFAULT_LANGUAGE for c in new])
+        self._chunks.extend(new)
         base = self._vectors if self._vectors.size else np.zeros((0, vectors.shape[1]), dtype=np.float32)
         self._vectors = np.vstack([base, vectors[keep]])
         self._dirty = True
         self._changed(None)
 
+    @_locked
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         ids = set(document_ids)
+        if not ids:
+            return 0
         keep = [i for i, c in enumerate(self._chunks) if c.document_id not in ids]
         removed = len(self._chunks) - len(keep)
         if removed:
+            self._sparse_index().keep(np.asarray(keep, dtype=np.int64))
+            with self._ann_lock:
+                self._ann, self._ann_rows = None, 0  # HNSW cannot remove vectors: rebuilt when next needed
             self._chunks = [self._chunks[i] for i in keep]
             self._vectors = self._vectors[keep] if len(keep) else np.zeros((0, self._vectors.shape[1]),
                                                                               dtype=np.float32)
@@ -390,13 +586,20 @@ class FaissStore:
             lines = "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in self._chunks)
             _write_file(tmp / "chunks.jsonl", lines.encode("utf-8"))
             t = time.perf_counter()
-            sparse = self._build_sparse()
+            sparse = self._sparse_index()  # kept up to date by add() and delete_documents()
             sparse.save(tmp / "bm25")
             _fsync_tree(tmp / "bm25")
-            logger.debug("BM25 for %d chunks built in %.2f s", len(self._chunks), time.perf_counter() - t)
+            logger.debug("BM25 for %d chunks saved in %.2f s", len(self._chunks), time.perf_counter() - t)
+            self._index = index  # the approximate index is made from these vectors
+            ann = self._ann_index()
+            if ann is not None:
+                faiss.write_index(ann, str(tmp / "ann.faiss"))
+                with open(tmp / "ann.faiss", "rb+") as f:
+                    os.fsync(f.fileno())
             manifest = {"format": FORMAT_VERSION, "generation": self.generation,
                         "identity": self.identity.to_dict(), "chunks": len(self._chunks),
-                        "created_at": time.time()}
+                        "created_at": time.time(),
+                        "ann": None if ann is None else self.index_config.build_params(self.index_kind)}
             _write_file(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
             _fsync_dir(tmp)
             final = self.root / name
@@ -406,13 +609,17 @@ class FaissStore:
             _write_file(self.root / "CURRENT.tmp", name.encode())
             os.replace(self.root / "CURRENT.tmp", self.root / "CURRENT")
             _fsync_dir(self.root)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             self.generation -= 1
+            # faiss reports a failed write as RuntimeError with the OS reason in its text
+            if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write error" in str(e)):
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).rsplit("(", 1)[-1].rstrip(")")
+                raise IndexWriteError(f"could not write the index under {self.root}: {reason}; nothing was changed "
+                                      "(the previous index is intact); free space there and run the command "
+                                      "again") from e
             raise
-        self._index = index
         self._changed(self.root / name)
-        self._sparse = sparse
         self._loaded_marker = (name, self.generation)
         self._dirty = False
         self._collect_garbage(keep=name)
@@ -426,3 +633,12 @@ class FaissStore:
                 shutil.rmtree(p, ignore_errors=True)
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest scores, best first (ties in position order)."""
+    if scores.size > k:
+        top = np.argpartition(-scores, k - 1)[:k]
+    else:
+        top = np.arange(scores.size)
+    return top[np.lexsort((top, -scores[top]))]

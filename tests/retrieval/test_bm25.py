@@ -66,16 +66,57 @@ def test_analyzers_differ_by_language():
     assert a.get("fr").terms("Les vacances") == ["les", "vacances"], "unknown languages: plain words, no stemming"
 
 
-def test_saved_index_loads_back_and_refuses_other_parameters(index, tmp_path):
+def test_saved_index_loads_back_and_refuses_other_chunks(index, tmp_path):
     index.save(tmp_path / "bm25")
     loaded = Bm25Index.load(tmp_path / "bm25", Bm25Params(), len(PASSAGES))
-    assert loaded is not None
+    assert loaded is not None and loaded.texts_analysed == 0, "loading analyses nothing"
     assert loaded.search("vacaciones", 3, language="es") == index.search("vacaciones", 3, language="es")
-    assert Bm25Index.load(tmp_path / "bm25", Bm25Params(k1=1.2), len(PASSAGES)) is None
+    other = Bm25Index.load(tmp_path / "bm25", Bm25Params(k1=1.2), len(PASSAGES))
+    assert other is not None, "k1 and b apply at query time: changing them needs no rebuild"
     assert Bm25Index.load(tmp_path / "bm25", Bm25Params(), len(PASSAGES) + 1) is None
     assert Bm25Index.load(tmp_path / "missing", Bm25Params(), len(PASSAGES)) is None
+
+
+def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> None:
+    assert [r for r, _ in a] == [r for r, _ in b] and a, "same rows, same order"
+    assert [s for _, s in a] == pytest.approx([s for _, s in b])
+
+
+def test_incremental_add_and_delete_score_like_a_fresh_build():
+    """Adding texts analyses only them; the result ranks and scores exactly like building from scratch."""
+    texts, langs = [t for t, _ in PASSAGES], [lang for _, lang in PASSAGES]
+    grown = Bm25Index.build(texts[:3], langs[:3], Bm25Params())
+    grown.add(texts[3:], langs[3:])
+    assert grown.texts_analysed == len(PASSAGES), "each text analysed once"
+    fresh = Bm25Index.build(texts, langs, Bm25Params())
+    for query, lang in [("vacaciones trabajadores", "es"), ("lunch travel expenses", "en"), ("vacances", "ca")]:
+        _same(grown.search(query, 6, language=lang), fresh.search(query, 6, language=lang))
+    grown.keep(np.array([0, 2, 4, 5]))  # delete rows 1 and 3
+    kept = Bm25Index.build([texts[i] for i in (0, 2, 4, 5)], [langs[i] for i in (0, 2, 4, 5)], Bm25Params())
+    assert grown.texts_analysed == len(PASSAGES), "deleting re-analyses nothing"
+    for query, lang in [("vacaciones cafetería", "es"), ("canteen lunch", "en")]:
+        _same(grown.search(query, 6, language=lang), kept.search(query, 6, language=lang))
+    assert grown.search("cafetería", 6, language="es") == [], "deleted text no longer matches"
+
+
+def test_scores_follow_lucene_bm25():
+    index = Bm25Index.build(["apple banana", "apple apple cherry date", "cherry"], ["en"] * 3,
+                            Bm25Params(k1=1.2, b=0.75))
+    n, df, avgdl = 3, 2, (2 + 4 + 1) / 3
+    idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+    expect = {0: idf * 1 / (1 + 1.2 * (0.25 + 0.75 * 2 / avgdl)), 1: idf * 2 / (2 + 1.2 * (0.25 + 0.75 * 4 / avgdl))}
+    assert dict(index.search("apple", 3, language="en")) == pytest.approx(expect)
 
 
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="0 <= b <= 1"):
         Bm25Params(b=1.5)
+
+
+def test_feedback_terms_come_from_the_best_hits_not_the_query(index):
+    terms = index.feedback_terms("vacaciones", [0], language="es")
+    assert terms and "vacacion" not in terms
+    assert {"trabajador", "pag"} & set(terms), terms  # stems of the passage about paid holidays
+    assert max(terms.values()) <= 0.3
+    boosted = index.search("vacaciones", 6, language="es", boost={"cafet": 0.5})
+    assert [row for row, _ in boosted] == [0, 1], "a boost term brings in the passages that hold it, weighted less"

@@ -101,3 +101,25 @@ def test_bad_mode_is_refused_with_the_choices(embedder, store):
     with pytest.raises(ValueError, match="hybrid, dense, bm25"):
         Retriever(embedder, store, mode="fuzzy")  # type: ignore[arg-type]
 
+
+
+def test_synonyms_and_feedback_expand_bm25(embedder, store):
+    from retrieval.expansion import QueryExpander
+
+    plain = Retriever(embedder, store, mode="bm25", candidates=10, detect_language=detect_language)
+    assert plain.retrieve("notebook", 3) == [], "no passage says notebook"
+    expander = QueryExpander(synonyms={"notebook": ["laptop"]})
+    hits = Retriever(embedder, store, mode="bm25", candidates=10, detect_language=detect_language,
+                     expander=expander).retrieve("notebook", 3)
+    assert hits[0].chunk.id == "c3"
+    fed = Retriever(embedder, store, mode="hybrid", candidates=10, detect_language=detect_language, feedback=2)
+    assert fed.retrieve("ALG-2291", 3)[0].chunk.id == "c0"
+
+
+def test_filters_on_section_and_dates_through_the_retriever(embedder, store):
+    from retrieval.types import timestamp
+
+    for mode in ("dense", "hybrid"):
+        r = retriever(embedder, store, mode)
+        assert r.retrieve("canteen", 3, SearchFilter(modified_before=timestamp("2000-01-01"))) == []
+        assert len(r.retrieve("canteen", 3, SearchFilter(sections=("nothing like it",)))) == 0

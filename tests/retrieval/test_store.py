@@ -14,15 +14,15 @@ import pytest
 
 from retrieval.bm25 import Bm25Params
 from retrieval.errors import IndexNotFoundError
-from retrieval.store import FaissStore, IndexIdentity
-from retrieval.types import Chunk, SearchFilter
+from retrieval.store import FaissStore, IndexConfig, IndexIdentity
+from retrieval.types import Chunk, SearchFilter, timestamp
 
 DIM = 8
 
 
-def _chunk(i: int, collection: str = "a", doc: str | None = None) -> Chunk:
+def _chunk(i: int, collection: str = "a", doc: str | None = None, **meta) -> Chunk:
     return Chunk(f"c{i}", doc or f"d{i}", f"text {i}", 0, 6, {"source": f"/s/{doc or i}", "collection": collection,
-                                                             "language": "en"})
+                                                             "language": "en", **meta})
 
 
 def _vec(i: int) -> np.ndarray:
@@ -53,6 +53,36 @@ class VectorStoreContract:
         assert len(hits) == 5, "k hits come back when k matching chunks exist"
         assert all(h.chunk.collection == "a" for h in hits)
         assert store.search(_vec(1), 5, SearchFilter(collections=("zzz",))) == []
+
+    def test_every_filter_returns_k_hits_even_when_the_matches_rank_last(self, tmp_path):
+        """300 chunks; the 6 that pass each filter are the ones least like the query, yet all 5 asked for come back."""
+        query = _vec(0)
+        n = 300
+        vecs = np.vstack([_vec(i) for i in range(n)])
+        far = set(np.argsort(vecs @ query)[:6].tolist())  # the 6 chunks ranked last for the query
+        chunks = []
+        for i in range(n):
+            odd = i in far
+            chunks.append(_chunk(i, "rare" if odd else "common", doc=f"doc{i}",
+                                 language="ca" if odd else "en", section="Chapter 9: Expenses" if odd else "Intro",
+                                 modified_at="2021-03-0%dT10:00:00+00:00" % (1 + i % 6) if odd else
+                                 "2024-06-01T10:00:00+00:00"))
+        store = self.make_store(tmp_path)
+        with store.writer(IndexIdentity("test-emb", DIM)) as w:
+            w.add(chunks, vecs)
+        store = self.make_store(tmp_path).load()
+        assert {h.chunk.id for h in store.search(query, 20)}.isdisjoint({f"c{i}" for i in far}), "precondition"
+        filters = [SearchFilter(collections=("rare",)), SearchFilter(sources=tuple(f"/s/doc{i}" for i in far)),
+                   SearchFilter(languages=("ca",)), SearchFilter(sections=("expenses",)),
+                   SearchFilter(modified_after=timestamp("2021-01-01"), modified_before=timestamp("2021-12-31"))]
+        for f in filters:
+            hits = store.search(query, 5, f)
+            assert len(hits) == 5 and {h.chunk.id for h in hits} <= {f"c{i}" for i in far}, f
+            assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+            sparse = store.search_sparse("text", 5, f)
+            assert len(sparse) == 5 and {h.chunk.id for h in sparse} <= {f"c{i}" for i in far}, f
+        assert store.search(query, 5, SearchFilter(collections=("rare",), languages=("en",))) == [], "AND of fields"
+        assert store.search(query, 5, SearchFilter(modified_before=timestamp("2020-12-31", end_of_day=True))) == []
 
     def test_delete_documents(self, tmp_path):
         store = self.fill(self.make_store(tmp_path), n=10)
@@ -86,6 +116,38 @@ class VectorStoreContract:
 class TestFaissStore(VectorStoreContract):
     def make_store(self, tmp_path):
         return FaissStore(tmp_path / "index")
+
+    def test_ingest_analyses_only_new_chunks_for_bm25(self, tmp_path):
+        """BM25 is updated in place on ingest and delete; the chunks already indexed are never re-analysed."""
+        self.fill(self.make_store(tmp_path), n=50)
+        writer = self.make_store(tmp_path)
+        with writer.writer(IndexIdentity("test-emb", DIM)) as w:
+            w.add([_chunk(i) for i in range(50, 53)], np.vstack([_vec(i) for i in range(50, 53)]))
+            w.delete_documents(["d7"])
+            assert w.bm25.texts_analysed == 3
+        reader = self.make_store(tmp_path).load()
+        assert reader.search_sparse("text 51", 1)[0].chunk.id == "c51"
+        assert "c7" not in {h.chunk.id for h in reader.search_sparse("text 7", 60)}
+        assert reader.bm25.texts_analysed == 0, "a reader loads the stored BM25 data"
+
+    @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+    def test_approximate_index_above_the_exact_size(self, tmp_path, kind):
+        """Past exact_max the store builds an HNSW or IVF index, stores it, and appends to it on ingest."""
+        cfg = IndexConfig(kind="auto" if kind == "hnsw" else "ivf", exact_max=100, ivf_nprobe=64)
+        n = 1200
+        store = FaissStore(tmp_path / "index", index=cfg)
+        with store.writer(IndexIdentity("test-emb", DIM)) as w:
+            w.add([_chunk(i) for i in range(n)], np.vstack([_vec(i) for i in range(n)]))
+        gen = tmp_path / "index" / (tmp_path / "index" / "CURRENT").read_text()
+        assert (gen / "ann.faiss").is_file()
+        reader = FaissStore(tmp_path / "index", index=cfg).load()
+        assert reader.index_kind == kind
+        found = sum(reader.search(_vec(i), 1)[0].chunk.id == f"c{i}" for i in range(0, n, 40))
+        assert found >= 28, f"{kind}: a stored vector finds itself ({found}/30)"
+        with store.writer(IndexIdentity("test-emb", DIM)) as w:
+            w.add([_chunk(5000)], _vec(5000)[None, :])
+        assert reader.refresh() and reader.search(_vec(5000), 1)[0].chunk.id == "c5000"
+        assert FaissStore(tmp_path / "index").load().index_kind == "flat", "small corpora search exactly"
 
     def test_empty_store_says_ingest_first(self, tmp_path):
         with pytest.raises(IndexNotFoundError, match="consulta ingest"):

@@ -1,0 +1,26 @@
+"""The retrieval settings reach the retriever the composition root builds (no model is loaded)."""
+
+from __future__ import annotations
+
+from app.container import Services
+from app.settings import Settings
+from retrieval.reranker import LlmReranker, NoopReranker
+
+
+def test_settings_choose_the_retrieval_stages(tmp_path):
+    s = Services(Settings(data_dir=tmp_path, retrieval={
+        "reranker": "llm", "rerank_top": 5, "feedback": 3, "multi_query": 2, "hyde": True, "decompose": True,
+        "diversity": "mmr", "index_type": "hnsw", "hnsw_ef_search": 64, "compress_tokens": 300}))
+    r = s.retriever
+    assert isinstance(r.reranker, LlmReranker) and r.reranker.top == 5
+    assert r.feedback == 3 and r.diversity == "mmr"
+    assert r.expander.multi_query == 2 and r.expander.hyde and r.expander.decompose
+    assert s.store.index_config.kind == "hnsw" and s.store.index_config.ef_search == 64
+    assert s.compressor.budget_tokens == 300
+    assert not s.generator_loaded, "building the retriever does not load the model"
+
+
+def test_defaults_add_no_llm_stage(tmp_path):
+    s = Services(Settings(data_dir=tmp_path))
+    assert isinstance(s.retriever.reranker, NoopReranker) and s.retriever.expander is None
+    assert s.compressor is None and s.store.index_config.kind == "auto"
