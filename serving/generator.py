@@ -45,8 +45,11 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 40
     repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times the token's count so far
+    presence_penalty: float = 0.0  # OpenAI's: minus this once the token has appeared
     seed: int = 0
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF: output constrained to it (see serving.sampling.json_grammar for JSON mode)
 
 
 @dataclass(slots=True)
@@ -107,3 +110,15 @@ class Generator(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class NextTokenScorer(Protocol):
+    """A backend that can score prompts without generating (LLM re-ranking, classification).
+
+    `BatchingEngine` implements it; prompts are raw text (apply a chat template first if wanted).
+    """
+
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
+        """For each prompt, {candidate: log-probability of the candidate's first token coming next}."""
+        ...

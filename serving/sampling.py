@@ -7,17 +7,42 @@ accepts the token into the chain (which is what the repetition penalty remembers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import llama_cpp
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from serving.generator import SamplingParams
 
 PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over, prompt included
 
 
-def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: Sequence[int]) -> int:
-    """A sampler chain for `params`; the caller frees it with `llama_sampler_free`."""
+def json_grammar(schema: Mapping[str, Any] | None = None) -> str:
+    """GBNF for JSON mode: any JSON object, or one that follows a JSON schema."""
+    if schema is None:
+        return JSON_GBNF
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # the converter raises bare errors on schemas it does not support
+        raise ValueError(f"unsupported JSON schema: {exc}") from exc
+
+
+def grammar_sampler(vocab, grammar: str) -> int:
+    """llama.cpp's grammar sampler for GBNF text; ValueError when the grammar does not parse."""
+    smpl = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not smpl:
+        raise ValueError("the grammar does not parse (GBNF with a 'root' rule expected)")
+    return smpl
+
+
+def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: Sequence[int], vocab=None) -> int:
+    """A sampler chain for `params`; the caller frees it with `llama_sampler_free`.
+
+    Order: repetition penalty, grammar (masks what the grammar forbids), then greedy or
+    top-k -> top-p -> temperature -> seeded draw. `vocab` is needed only with a grammar.
+    """
     chain_params = llama_cpp.llama_sampler_chain_default_params()
     chain_params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(chain_params)
@@ -25,8 +50,16 @@ def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: Sequence[
         raise RuntimeError("llama_sampler_chain_init returned NULL")
     add = lambda smpl: llama_cpp.llama_sampler_chain_add(chain, smpl)  # noqa: E731
 
-    if params.repeat_penalty != 1.0:
-        add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, params.repeat_penalty, 0.0, 0.0))
+    penalised = params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0 or params.presence_penalty != 0.0
+    if penalised:
+        add(llama_cpp.llama_sampler_init_penalties(
+            n_vocab, PENALTY_LAST_N, params.repeat_penalty, params.frequency_penalty, params.presence_penalty))
+    if params.grammar:
+        try:
+            add(grammar_sampler(vocab, params.grammar))
+        except ValueError:
+            llama_cpp.llama_sampler_free(chain)
+            raise
     if params.temperature <= 0.0:
         add(llama_cpp.llama_sampler_init_greedy())
     else:
@@ -37,7 +70,9 @@ def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: Sequence[
         add(llama_cpp.llama_sampler_init_temp(params.temperature))
         add(llama_cpp.llama_sampler_init_dist(params.seed & 0xFFFFFFFF))
 
-    if params.repeat_penalty != 1.0:
+    if penalised:
+        # the prompt's tail counts as already seen; only the penalty sampler is told (a grammar must not be)
+        penalties = llama_cpp.llama_sampler_chain_get(chain, 0)
         for token in prompt_tokens[-PENALTY_LAST_N:]:
-            llama_cpp.llama_sampler_accept(chain, token)
+            llama_cpp.llama_sampler_accept(penalties, token)
     return chain

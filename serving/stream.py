@@ -36,6 +36,8 @@ class Request:
     params: SamplingParams
     engine_alive: Callable[[], bool]
     deadline: float | None = None  # time.perf_counter() value; None = no timeout
+    score_tokens: tuple[int, ...] | None = None  # a scoring request: log-probs of these next tokens, no generation
+    scores: list[float] | None = None  # filled by the decode thread for a scoring request
     id: int = field(default_factory=lambda: next(_ids))
     submitted: float = field(default_factory=time.perf_counter)
     completion: Completion = field(default_factory=Completion)

@@ -201,3 +201,47 @@ def test_a_unified_kv_cache_lets_one_request_use_more_than_its_share(smollm2_pat
         completion = engine.generate(chat("hello " * 560 + "\nSay hi."), SamplingParams(max_tokens=4))
         assert completion.prompt_tokens > 512 and completion.finish_reason in ("stop", "length")
         assert engine.stats()["kv_cells_used"] == 0
+
+
+def test_next_token_logprobs_scores_candidates_without_generating(engine):
+    prompts = ["Yes, yes, yes, yes, yes, yes,", "No, no, no, no, no, no,", "Is snow white? Answer yes or no:"] * 4
+    finished = engine.stats()["requests_finished"].get("scored", 0)
+    running = engine.stream(chat("Tell me a long story about a dragon."), SamplingParams(max_tokens=60))
+    scores = engine.next_token_logprobs(prompts, [" yes", " no"])  # batched with the story's decoding
+    assert "".join(running) and running.completion.finish_reason in ("stop", "length")
+    assert len(scores) == 12 and all(set(s) == {" yes", " no"} for s in scores)
+    assert all(p < 0 for s in scores for p in s.values())
+    assert scores[0][" yes"] > -1.0 > scores[0][" no"]
+    assert scores[1][" no"] > -1.0 > scores[1][" yes"]
+    for a, b in zip(scores[:3], scores[3:6]):  # the same figures whatever shares the batch
+        assert a == pytest.approx(b, abs=1e-3)
+    # the candidate scored highest is the token greedy generation picks
+    first = "".join(engine.stream_prompt(prompts[2], SamplingParams(max_tokens=1)))
+    if first in (" yes", " no"):
+        assert max(scores[2], key=scores[2].get) == first
+    stats = engine.stats()
+    assert stats["requests_finished"]["scored"] == finished + 12
+    assert stats["running"] == 0 and stats["kv_cells_used"] == 0
+    with pytest.raises(PromptTooLongError):
+        engine.next_token_logprobs(["word " * 600], [" yes"])
+
+
+def test_a_shared_system_prompt_is_read_once_and_outputs_do_not_change(engine):
+    system = "You answer questions about the staff handbook. Be brief, polite and precise. " * 4
+    def ask(q: str) -> list[dict]:
+        return [{"role": "system", "content": system}, {"role": "user", "content": q}]
+
+    solo = [engine.generate(ask(q), GREEDY).text for q in QUESTIONS[:4]]  # alone: nothing to reuse
+    reused = engine.stats()["prompt_tokens_reused_total"]
+    first = engine.stream(ask(QUESTIONS[0]), GREEDY)
+    it = iter(first)
+    next(it)  # its prompt is in the KV cache now
+    others = [engine.stream(ask(q), GREEDY) for q in QUESTIONS[1:4]]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(consume, others))
+    list(it)
+    assert [s.completion.text for s in [first, *others]] == solo
+    shared = engine.count_tokens(system)
+    assert all(s.completion.extra.get("cached_tokens", 0) >= shared for s in others)
+    assert engine.stats()["prompt_tokens_reused_total"] - reused >= 3 * shared
+    assert engine.stats()["kv_cells_used"] == 0
