@@ -1,0 +1,405 @@
+"""Evaluation runs: index a dataset's documents with the app's own pipeline, put every question through the
+real retriever and assistant (concurrently, so the engine batches them), judge, and score.
+
+Indexes are cached under `<data_dir>/eval/indexes/<key>` (key: the documents and the settings that shape
+the index), so a second run, or a second config with the same embedder and chunker, does not re-embed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from app.assistant import Assistant
+from app.container import Services
+from app.errors import ConsultaError
+from app.models import resolve_model
+from app.settings import Settings
+from eval import metrics as M
+from eval.datasets import Dataset, EvalItem
+from retrieval.types import Chunk, Hit, SearchFilter
+
+logger = logging.getLogger(__name__)
+
+COLLECTION = "eval"
+Progress = Callable[[str, int, int | None], None]  # (phase, done, total)
+
+
+@dataclass(slots=True)
+class RunConfig:
+    """A named variant of the settings; several are compared on the same questions."""
+
+    name: str
+    settings: Settings
+    file: str | None = None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_configs(files: Sequence[str | Path], base: Settings) -> list[RunConfig]:
+    """One RunConfig per YAML file (the app's settings format), each laid over `base`; none -> base alone."""
+    if not files:
+        return [RunConfig("default", base)]
+    configs, names = [], set()
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConsultaError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ConsultaError(f"{path}: a config file holds settings sections (retrieval:, serving:, ...)")
+        name = path.stem
+        while name in names:
+            name += "'"
+        names.add(name)
+        configs.append(RunConfig(name, Settings(**_merge(base.model_dump(), data)), str(path)))
+    return configs
+
+
+def _unit_file_name(unit: str) -> str:
+    safe = re.sub(r"[^\w.-]", "_", unit)[:60]
+    return f"{safe}-{hashlib.sha1(unit.encode()).hexdigest()[:8]}.txt"
+
+
+class EvalIndex:
+    """The dataset's documents indexed with one config's ingest and retrieval settings."""
+
+    def __init__(self, dataset: Dataset, settings: Settings, root: Path) -> None:
+        self.dataset = dataset
+        self._by_stem: dict[str, str] = {}
+        if dataset.passages is not None:
+            ids = sorted(dataset.passages)
+            docs_key = hashlib.sha256("\n".join(ids).encode() + str(dataset.path).encode()).hexdigest()[:12]
+            self.paths: list[Path] = [root / "docs" / f"{dataset.name.replace('/', '-')}-{docs_key}"]
+            self._by_stem = {Path(_unit_file_name(u)).stem: u for u in ids}
+        else:
+            self.paths = list(dataset.files)
+        ident = json.dumps([sorted(map(str, self.paths)), settings.ingest.model_dump(mode="json"),
+                            settings.retrieval.embedder, str(settings.retrieval.embedder_path),
+                            sorted(self._by_stem) if self._by_stem else None], sort_keys=True)
+        self.key = hashlib.sha256(ident.encode()).hexdigest()[:16]
+        self.dir = root / "indexes" / self.key
+
+    def write_documents(self) -> None:
+        if self.dataset.passages is None:
+            return
+        folder = self.paths[0]
+        if (folder / ".complete").exists():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for unit, (title, text) in self.dataset.passages.items():
+            body = f"{title}\n\n{text}" if title else text
+            (folder / _unit_file_name(unit)).write_text(body, encoding="utf-8")
+        (folder / ".complete").write_text("", encoding="utf-8")
+
+    def unit_of(self, chunk: Chunk) -> str:
+        src = Path(chunk.source)
+        match self.dataset.unit:
+            case "passage":
+                return self._by_stem.get(src.stem, src.stem)
+            case "page":
+                return f"{src.stem}#p{chunk.page}"
+        return src.name
+
+
+@dataclass(slots=True)
+class ConfigResult:
+    config: RunConfig
+    rows: list[dict[str, Any]]
+    metrics: dict[str, float]
+    wall_s: float
+    index: dict[str, Any] = field(default_factory=dict)
+
+
+class DistractorRetriever:
+    """Adds `n` random passages of other documents to every retrieval, to measure noise robustness."""
+
+    def __init__(self, inner: Any, pool: Sequence[Chunk], n: int, unit_of: Callable[[Chunk], str],
+                 avoid: dict[str, set[str]], seed: int) -> None:
+        self.inner, self.pool, self.n, self.unit_of, self.avoid, self.seed = inner, pool, n, unit_of, avoid, seed
+
+    def __getattr__(self, name: str) -> Any:  # the embedder etc. of the real retriever
+        return getattr(self.inner, name)
+
+    def retrieve(self, query: str, k: int = 5, filter: SearchFilter | None = None, *,
+                 language: str | None = None) -> list[Hit]:
+        hits = list(self.inner.retrieve(query, k, filter, language=language))
+        rng = random.Random(f"{self.seed}|{query}")
+        avoid = self.avoid.get(query, set()) | {self.unit_of(h.chunk) for h in hits}
+        candidates = [c for c in rng.sample(list(self.pool), min(len(self.pool), 8 * self.n + 8))
+                      if self.unit_of(c) not in avoid]
+        floor = min((h.relevance for h in hits), default=1.0)
+        for c in candidates[: self.n]:  # at random places, with a score that passes the refusal threshold
+            hits.insert(rng.randint(0, len(hits)), Hit(c, floor, dense_score=max(floor, 1.0)))
+        return hits
+
+
+class EvalRunner:
+    def __init__(self, base: Settings, *, k: int = 10, concurrency: int | None = None, noise: int = 0,
+                 seed: int = 0, progress: Progress | None = None) -> None:
+        self.base = base
+        self.k = k
+        self.concurrency = concurrency
+        self.noise = noise
+        self.seed = seed
+        self.progress = progress or (lambda phase, done, total: None)
+        self.root = base.data_dir / "eval"
+
+    # -- per config -----------------------------------------------------------------------------------
+
+    def eval_settings(self, config: RunConfig, index: EvalIndex, generative: bool) -> Settings:
+        s = config.settings
+        update: dict[str, Any] = {"data_dir": index.dir}
+        if generative and s.serving.backend == "local":
+            model = resolve_model(s.serving.model, s.models_dir)
+            update["serving"] = s.serving.model_copy(update={"model": str(model)})
+        return s.model_copy(update=update)
+
+    def build_index(self, dataset: Dataset, config: RunConfig) -> tuple[EvalIndex, Services, dict[str, Any]]:
+        index = EvalIndex(dataset, config.settings, self.root)
+        index.write_documents()
+        services = Services(self.eval_settings(config, index, dataset.generative))
+        t = time.perf_counter()
+        report = services.pipeline.ingest(index.paths, COLLECTION,
+                                          progress=lambda name, d, n: self.progress(f"{config.name}: indexing",
+                                                                                    d, n))
+        info = {"key": index.key, "dir": str(index.dir), "chunks": report.total_chunks,
+                "ingested": sum(f.status == "ingested" for f in report.files),
+                "failed": [f.error for f in report.failed], "seconds": round(time.perf_counter() - t, 1)}
+        if report.failed:
+            logger.warning("%d documents failed to ingest: %s", len(report.failed), report.failed[0].error)
+        return index, services, info
+
+    def run_config(self, dataset: Dataset, config: RunConfig) -> ConfigResult:
+        index, services, info = self.build_index(dataset, config)
+        retriever = services.retriever
+        retriever.warm_up()
+        assistant = services.assistant if dataset.generative else None
+        workers = self.concurrency or config.settings.serving.max_sequences
+        done = 0
+        phase = f"{config.name}: {'answering' if dataset.generative else 'retrieving'}"
+        self.progress(phase, 0, len(dataset.items))
+
+        def ask(item: EvalItem) -> dict[str, Any]:
+            nonlocal done
+            row = self._ask(item, retriever, assistant, index, services)
+            done += 1
+            self.progress(phase, done, len(dataset.items))
+            return row
+
+        t0 = time.perf_counter()
+        try:
+            with ThreadPoolExecutor(workers if dataset.generative else 1) as pool:
+                rows = list(pool.map(ask, dataset.items))
+            wall = time.perf_counter() - t0
+            if self.noise and dataset.generative:
+                self._noise_pass(dataset, rows, services, index, workers)
+            if dataset.generative:
+                self._similarity(rows, services)
+        finally:
+            services.close()
+        for r in rows:
+            r["config"] = config.name
+        return ConfigResult(config, rows, {}, wall, info)
+
+    def _ask(self, item: EvalItem, retriever: Any, assistant: Assistant | None, index: EvalIndex,
+             services: Services) -> dict[str, Any]:
+        t = time.perf_counter()
+        hits = retriever.retrieve(item.question, max(self.k * 3, 30))
+        retrieval_ms = (time.perf_counter() - t) * 1000
+        ranked = M.dedupe([index.unit_of(h.chunk) for h in hits])[: self.k]
+        first = {}
+        for h in hits:
+            first.setdefault(index.unit_of(h.chunk), h)
+        row: dict[str, Any] = {
+            "id": item.id, "question": item.question, "answers": item.answers, "impossible": item.impossible,
+            "relevant": item.relevant, "evidence_pages": item.evidence_pages, "ranked": ranked,
+            "retrieved": [{"unit": u, "source": Path(first[u].chunk.source).name, "page": first[u].chunk.page,
+                           "label": u if index.dataset.unit != "file" else _label(first[u].chunk),
+                           "score": round(first[u].score, 4), "relevant": item.relevant.get(u, 0) > 0}
+                          for u in ranked[:5]],
+            "timings": {"retrieval_ms": retrieval_ms},
+        }
+        if item.relevant and not item.impossible:
+            row["retrieval"] = self.retrieval_scores(ranked, item.relevant)
+            if assistant is None:
+                k = services.settings.retrieval.k
+                row["retrieval"]["context_precision"] = M.context_precision(ranked[:k], item.relevant)
+        if assistant is None:
+            return row
+        a = assistant.answer(item.question)
+        row.update({
+            "answer": a.text, "refused": a.refused, "language": a.language,
+            "context": [s.text for s in a.sources],
+            "context_units": [index.unit_of(_chunk_of(s)) for s in a.sources],
+            "cited": [{"unit": index.unit_of(_chunk_of(c)), "source": Path(c.source).name, "page": c.page,
+                       "label": index.unit_of(_chunk_of(c)) if index.dataset.unit == "passage" else
+                       _label(_chunk_of(c))}
+                      for c in a.citations],
+            "timings": {"retrieval_ms": a.timings.get("retrieval_ms"), "ttft_ms": a.timings.get("ttft_ms"),
+                        "total_ms": a.timings.get("total_ms")},
+            "tokens": {"prompt": a.usage.get("prompt_tokens"), "completion": a.usage.get("completion_tokens")},
+        })
+        if item.relevant and not item.impossible:
+            row["retrieval"]["context_precision"] = M.context_precision(row["context_units"], item.relevant)
+        row["scores"] = self.answer_scores(item, a.text, a.refused)
+        if not a.refused and (item.evidence_pages or item.relevant):
+            pages = {(Path(c["source"]).stem, c["page"]) for c in row["cited"]}
+            row["citation"] = {}
+            if item.evidence_pages:
+                row["citation"]["page"] = float(bool(pages & {(d, p) for d, p in item.evidence_pages}))
+            if item.relevant and index.dataset.unit != "page":
+                row["citation"]["source"] = float(any(c["unit"] in item.relevant for c in row["cited"]))
+            elif item.evidence_pages:
+                docs = {d for d, _ in item.evidence_pages}
+                row["citation"]["source"] = float(any(Path(c["source"]).stem in docs for c in row["cited"]))
+        return row
+
+    def retrieval_scores(self, ranked: list[str], relevant: dict[str, float]) -> dict[str, float]:
+        k = self.k
+        return {f"hit@{k}": M.hit_at_k(ranked, relevant, k), f"mrr@{k}": M.mrr_at_k(ranked, relevant, k),
+                f"ndcg@{k}": M.ndcg_at_k(ranked, relevant, k), f"recall@{k}": M.recall_at_k(ranked, relevant, k)}
+
+    @staticmethod
+    def answer_scores(item: EvalItem, text: str, refused: bool) -> dict[str, float]:
+        if item.impossible or not item.answers:
+            return {}
+        if refused:
+            return {"em": 0.0, "f1": 0.0, "contains": 0.0, "rouge_l": 0.0, "bleu": 0.0}
+        return {"em": M.exact_match(text, item.answers), "f1": M.token_f1(text, item.answers),
+                "contains": M.contains_answer(text, item.answers), "rouge_l": M.rouge_l(text, item.answers),
+                "bleu": M.bleu(text, item.answers)}
+
+    def _similarity(self, rows: list[dict[str, Any]], services: Services) -> None:
+        todo = [r for r in rows if r.get("scores") and r["answers"]]
+        for r in todo:
+            if r["refused"]:
+                r["scores"]["semantic_similarity"] = 0.0
+                continue
+            v = np.asarray(services.embedder.embed_documents([r["answer"], *r["answers"]]))
+            r["scores"]["semantic_similarity"] = float(max(v[1:] @ v[0]))
+
+    def _noise_pass(self, dataset: Dataset, rows: list[dict[str, Any]], services: Services, index: EvalIndex,
+                    workers: int) -> None:
+        store = services.store.load()
+        pool = list(store.chunks())
+        avoid = {i.question: set(i.relevant) for i in dataset.items}
+        noisy = Assistant(DistractorRetriever(services.retriever, pool, self.noise, index.unit_of, avoid, self.seed),
+                          services.generator, services.assistant.settings)
+        items = {i.id: i for i in dataset.items}
+        todo = [r for r in rows if r.get("scores")]
+        done = 0
+
+        def ask(row: dict[str, Any]) -> None:
+            nonlocal done
+            a = noisy.answer(row["question"])
+            row["noise"] = {"answer": a.text, "refused": a.refused,
+                            "f1": self.answer_scores(items[row["id"]], a.text, a.refused).get("f1", 0.0)}
+            done += 1
+            self.progress("noise: answering with distractors", done, len(todo))
+
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(ask, todo))
+
+    # -- judge -----------------------------------------------------------------------------------------
+
+    def judge_rows(self, rows: list[dict[str, Any]], judge: Any, workers: int) -> None:
+        todo = [r for r in rows if r.get("answer") is not None and not r.get("refused")]
+        done = 0
+
+        def run(row: dict[str, Any]) -> None:
+            nonlocal done
+            row["judge"] = judge.judge(row["question"], row["context"], row["answer"]).to_dict()
+            done += 1
+            self.progress("judging", done, len(todo))
+
+        self.progress("judging", 0, len(todo))
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(run, todo))
+
+
+def _label(chunk: Chunk) -> str:
+    return Path(chunk.source).name + (f" p.{chunk.page}" if chunk.page else "")
+
+
+def _chunk_of(c: Any) -> Chunk:
+    """A Citation back as the minimal Chunk that unit_of needs."""
+    return Chunk(c.chunk_id, "", "", c.start, c.end, {"source": c.source, "page": c.page})
+
+
+def aggregate(rows: list[dict[str, Any]], dataset: Dataset, k: int, wall_s: float) -> dict[str, float]:
+    """The run's metrics from its rows; a metric the dataset cannot support is left out."""
+    out: dict[str, float | None] = {}
+    ret = [r["retrieval"] for r in rows if "retrieval" in r]
+    if ret:
+        for name in (f"hit@{k}", f"mrr@{k}", f"ndcg@{k}", f"recall@{k}", "context_precision"):
+            out[f"retrieval.{name}"] = M.mean([x.get(name) for x in ret])
+    if dataset.generative:
+        scored = [r["scores"] for r in rows if r.get("scores")]
+        for name in ("em", "f1", "contains", "rouge_l", "bleu", "semantic_similarity"):
+            if scored:
+                out[f"answer.{name}"] = M.mean([s.get(name) for s in scored])
+        unans = [r for r in rows if r["impossible"]]
+        ans = [r for r in rows if not r["impossible"]]
+        if unans:
+            out["refusal.unanswerable_rate"] = M.mean([float(r["refused"]) for r in unans])
+        if ans:
+            out["refusal.false_rate"] = M.mean([float(r["refused"]) for r in ans])
+        cit = [r["citation"] for r in rows if r.get("citation")]
+        if any("page" in c for c in cit):
+            out["citation.page_accuracy"] = M.mean([c.get("page") for c in cit])
+        if any("source" in c for c in cit):
+            out["citation.source_accuracy"] = M.mean([c.get("source") for c in cit])
+        judged = [r["judge"] for r in rows if r.get("judge")]
+        for crit in ("faithfulness", "answer_relevance", "context_relevance"):
+            vals = [j.get(crit) for j in judged]
+            if any(v is not None for v in vals):
+                out[crit] = M.mean(vals)
+        noisy = [r for r in rows if r.get("noise")]
+        if noisy:
+            out["noise.f1"] = M.mean([r["noise"]["f1"] for r in noisy])
+            out["noise.f1_drop"] = M.mean([r["scores"]["f1"] - r["noise"]["f1"] for r in noisy])
+        ttft = [r["timings"].get("ttft_ms") for r in rows]
+        out["latency.ttft_ms_p50"] = M.percentile(ttft, 0.5)
+        out["latency.total_ms_p50"] = M.percentile([r["timings"].get("total_ms") for r in rows], 0.5)
+        out["latency.total_ms_p95"] = M.percentile([r["timings"].get("total_ms") for r in rows], 0.95)
+        answered = [r for r in rows if r.get("tokens", {}).get("prompt")]
+        if answered:
+            out["tokens.prompt_mean"] = M.mean([r["tokens"]["prompt"] for r in answered])
+            out["tokens.completion_mean"] = M.mean([r["tokens"]["completion"] for r in answered])
+        if wall_s > 0:
+            out["throughput.questions_per_min"] = len(rows) / wall_s * 60
+    out["latency.retrieval_ms_p50"] = M.percentile([r["timings"].get("retrieval_ms") for r in rows], 0.5)
+    return {key: round(v, 4) for key, v in out.items() if v is not None}
+
+
+def is_failure(row: dict[str, Any]) -> bool:
+    """What the report's "failures only" filter shows: a wrong refusal, a wrong answer, or a retrieval miss."""
+    if "answer" not in row:
+        hits = [v for k, v in row.get("retrieval", {}).items() if k.startswith("hit@")]
+        return bool(hits) and hits[0] == 0
+    if row["impossible"]:
+        return not row["refused"]
+    if row["refused"]:
+        return True
+    s = row.get("scores", {})
+    if s and s.get("f1", 1) < 0.5 and not s.get("contains"):
+        return True
+    return bool(row.get("citation", {}).get("page") == 0.0)
