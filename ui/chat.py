@@ -1,4 +1,8 @@
-"""The chat page: questions in, streamed answers out, each with its citation chips and timings."""
+"""The chat page: questions in, streamed answers out, each with citation chips, feedback and timings.
+
+The conversation lives on the server (/v1/conversations); the page keeps a copy of its turns in the
+session so that a rerun does not refetch it, and reloads it when another conversation is picked.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from pathlib import PurePath
 
 import streamlit as st
 
-from app.api.schemas import AskRequest, AskResponse, CitationOut
+from app.api.schemas import AskRequest, CitationOut, ConversationDetail, Timings
 from ui.client import ApiError, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
-from ui.context import TURNS, PageContext
+from ui.context import CONVERSATION, TURNS, PageContext, public_api_url
 from ui.i18n import format_ms
 from ui.markup import no_math, plain
 from ui.sidebar import render_unreachable
@@ -31,9 +35,31 @@ class Turn:
     question: str
     collection: str | None
     answer: str = ""
-    sources: list[CitationOut] = field(default_factory=list)
-    response: AskResponse | None = None
+    sources: list[CitationOut] = field(default_factory=list)  # the numbered passages the model was given
+    citations: list[CitationOut] | None = None  # the ones the finished answer cites
+    refused: bool = False
+    done: bool = False
+    timings: Timings | None = None
+    model: str | None = None
+    message_id: str | None = None  # the answer's id, for feedback
+    rating: int | None = None  # 1 or -1, as saved on the server
+    comment: str | None = None
     error: str | None = None
+
+
+def turns_from(conversation: ConversationDetail) -> list[Turn]:
+    """A saved conversation as turns: each user message with the assistant message after it."""
+    turns: list[Turn] = []
+    for m in conversation.history:
+        if m.role == "user":
+            turns.append(Turn(question=m.content, collection=m.collection))
+        elif m.role == "assistant" and turns:
+            t = turns[-1]
+            t.answer, t.citations, t.refused, t.done = m.content, m.citations, bool(m.refused), True
+            t.message_id = m.id
+            if m.feedback:
+                t.rating, t.comment = m.feedback.get("rating"), m.feedback.get("comment")
+    return turns
 
 
 def render_chat(ctx: PageContext) -> None:
@@ -51,7 +77,12 @@ def render_chat(ctx: PageContext) -> None:
         with st.chat_message("assistant", avatar=ASSISTANT_AVATAR), st.container(key=f"answer-{i}"):
             _render_answer(ctx, turn, i)
 
-    question = st.chat_input(tr("chat.placeholder"), key="chat_input", max_chars=MAX_QUESTION_CHARS)
+    question = st.chat_input(
+        tr("chat.placeholder"),
+        key="chat_input",
+        max_chars=MAX_QUESTION_CHARS,
+        disabled=not ctx.status.has_documents,
+    )
     if question and question.strip():
         turn = Turn(question=question.strip(), collection=ctx.collection)
         turns.append(turn)  # kept even if a rerun cuts the stream short
@@ -67,14 +98,19 @@ def _render_empty_state(ctx: PageContext) -> None:
     with st.container(key="chat-empty"):
         st.title(tr("chat.title"))
         st.markdown(tr("chat.welcome"))
+        if not ctx.status.collections:
+            if ctx.can_write:
+                st.info(tr("chat.no_documents"), icon=":material/upload_file:")
+                if "documents" in ctx.pages:
+                    st.page_link(ctx.pages["documents"], label=tr("chat.go_documents"),
+                                 icon=":material/arrow_forward:")
+            else:
+                st.info(tr("chat.no_collections"), icon=":material/lock:")
+            return
         if ctx.collection:
             st.caption(tr("chat.scope_one", name=plain(ctx.collection)))
         else:
             st.caption(tr("chat.scope_all"))
-        if not ctx.status.has_documents:
-            st.info(tr("chat.no_documents"), icon=":material/upload_file:")
-            if "documents" in ctx.pages:
-                st.page_link(ctx.pages["documents"], label=tr("chat.go_documents"), icon=":material/arrow_forward:")
 
 
 def _stream_answer(ctx: PageContext, turn: Turn, index: int) -> None:
@@ -82,18 +118,26 @@ def _stream_answer(ctx: PageContext, turn: Turn, index: int) -> None:
     slot = st.empty()
     slot.caption(tr("chat.searching"))
     try:
-        for event in ctx.client.ask_stream(turn.question, collection=turn.collection):
+        events = ctx.client.ask_stream(
+            turn.question, collection=turn.collection, conversation_id=st.session_state.get(CONVERSATION)
+        )
+        for event in events:
             match event:
-                case SourcesEvent(citations=citations):
+                case SourcesEvent(citations=citations, conversation_id=conversation_id):
                     turn.sources = citations
+                    if conversation_id:
+                        st.session_state[CONVERSATION] = conversation_id
                     if not turn.answer:
                         slot.caption(tr("chat.reading", count=len(citations)))
                 case TokenEvent(text=text):
                     turn.answer += text
                     slot.markdown(no_math(turn.answer) + CURSOR)
-                case DoneEvent(response=response):
-                    turn.response = response
-                    turn.answer = response.answer or turn.answer
+                case DoneEvent(response=r):
+                    turn.answer = r.answer or turn.answer
+                    turn.citations, turn.refused, turn.timings, turn.model = r.citations, r.refused, r.timings, r.model
+                    turn.message_id, turn.done = r.message_id, True
+                    if r.conversation_id:
+                        st.session_state[CONVERSATION] = r.conversation_id
                 case ErrorEvent(error=error):
                     turn.error = error.message
     except ApiError as exc:
@@ -108,46 +152,116 @@ def _render_answer(ctx: PageContext, turn: Turn, index: int) -> None:
         st.markdown(no_math(turn.answer))
     if turn.error:
         st.error(tr("chat.error", message=turn.error), icon=":material/error:")
-    response = turn.response
-    if response is None:
+    if not turn.done:
         if not turn.error:
             st.caption(tr("chat.interrupted"))
         return
-    if response.refused:
-        closest = turn.sources[:CLOSEST_ON_REFUSAL] or response.citations[:CLOSEST_ON_REFUSAL]
+    citations = turn.citations or []
+    if turn.refused:
+        closest = (turn.sources or citations)[:CLOSEST_ON_REFUSAL]
         with st.container(key=f"refusal-{index}"):
             st.info(tr("chat.refused") if closest else tr("chat.refused_none"), icon=":material/search_off:")
         _render_citations(ctx, closest, index)
     else:
-        _render_citations(ctx, response.citations or turn.sources, index)
-    timings = response.timings
-    with st.container(key=f"timings-{index}"):
-        parts = tr(
-            "chat.timings",
-            retrieval=format_ms(ctx.lang, timings.retrieval_ms),
-            ttft=format_ms(ctx.lang, timings.ttft_ms),
-            total=format_ms(ctx.lang, timings.total_ms),
-        )
-        model = f" · `{response.model}`" if response.model else ""
-        st.caption(f":material/timer: {parts}{model}")
+        _render_citations(ctx, citations or turn.sources, index)
+    with st.container(horizontal=True, vertical_alignment="center", key=f"meta-{index}"):
+        if turn.message_id:
+            _render_feedback(ctx, turn, index)
+        if turn.timings is not None:
+            with st.container(key=f"timings-{index}"):
+                parts = tr(
+                    "chat.timings",
+                    retrieval=format_ms(ctx.lang, turn.timings.retrieval_ms),
+                    ttft=format_ms(ctx.lang, turn.timings.ttft_ms),
+                    total=format_ms(ctx.lang, turn.timings.total_ms),
+                )
+                model = f" · `{turn.model}`" if turn.model else ""
+                st.caption(f":material/timer: {parts}{model}")
+
+
+def _render_feedback(ctx: PageContext, turn: Turn, index: int) -> None:
+    """Thumbs up/down (saved at once) and a comment, on one answer (POST /v1/feedback)."""
+    tr = ctx.t
+    key = f"thumbs-{turn.message_id}"
+    if key not in st.session_state and turn.rating is not None:
+        st.session_state[key] = 1 if turn.rating > 0 else 0
+
+    def save(comment: str | None = None) -> None:
+        choice = st.session_state.get(key)
+        if choice is None:
+            return
+        rating = 1 if choice == 1 else -1
+        text = turn.comment if comment is None else comment.strip()
+        try:
+            ctx.client.feedback(turn.message_id or "", rating, text or None)
+        except ApiError as exc:
+            st.toast(tr("error.generic", message=exc.message), icon=":material/error:")
+            return
+        turn.rating, turn.comment = rating, text or None
+        st.toast(tr("feedback.thanks"), icon=":material/check:")
+
+    with st.container(key=f"feedback-{index}", horizontal=True, vertical_alignment="center", width="content"):
+        st.feedback("thumbs", key=key, on_change=save)
+        with st.popover(tr("feedback.comment"), icon=":material/comment:", type="tertiary",
+                        key=f"comment-{index}"):
+            comment_key = f"comment-text-{turn.message_id}"
+            st.session_state.setdefault(comment_key, turn.comment or "")
+            st.text_area(tr("feedback.comment_label"), key=comment_key, max_chars=4000)
+            rated = st.session_state.get(key) is not None
+            if not rated:
+                st.caption(tr("feedback.rate_first"))
+            if st.button(tr("feedback.send"), key=f"send-comment-{index}", disabled=not rated, type="primary"):
+                save(st.session_state.get(comment_key, ""))
+        if turn.rating is not None:
+            st.caption(tr("feedback.saved_up") if turn.rating > 0 else tr("feedback.saved_down"))
 
 
 def _render_citations(ctx: PageContext, citations: list[CitationOut], index: int) -> None:
-    """One chip per cited passage, `[n] file p.N`, opening onto the passage and where it is."""
+    """One chip per cited passage, `[n] file p.N`, opening onto its snippet, where it is, and the file."""
     if not citations:
         return
-    tr = ctx.t
     with st.container(horizontal=True, gap="small", key=f"citations-{index}"):
         for c in sorted(citations, key=lambda c: c.n):
-            with st.popover(chip_label(ctx, c), key=f"cite-{index}-{c.n}"):
-                st.markdown(f"**{plain(f'[{c.n}] ' + (c.title or PurePath(c.source).name))}**")
-                where = [f"{tr('cite.source')}: `{c.source}`"]
-                if c.page is not None:
-                    where.append(tr("cite.page", page=c.page))
-                if c.section:
-                    where.append(f"{tr('cite.section')}: {plain(c.section)}")
-                st.caption("  \n".join(where))
-                st.markdown("\n".join("> " + no_math(line) for line in c.text.strip().splitlines() or [""]))
+            with st.popover(chip_label(ctx, c), key=f"cite-{index}-{c.n}",
+                            icon=":material/flag:" if c.supported is False else None):
+                _render_citation(ctx, c, index)
+
+
+def _render_citation(ctx: PageContext, c: CitationOut, index: int) -> None:
+    tr = ctx.t
+    name = PurePath(c.source).name
+    st.markdown(f"**{plain(f'[{c.n}] ' + (c.title or name))}**")
+    where = [f"{tr('cite.source')}: `{name}`"]
+    if c.page is not None:
+        where.append(tr("cite.page", page=c.page))
+    if c.section:
+        where.append(f"{tr('cite.section')}: {plain(c.section)}")
+    if c.collection:
+        where.append(f"{tr('cite.collection')}: {plain(c.collection)}")
+    st.caption("  \n".join(where))
+    if c.supported is False:
+        st.warning(tr("cite.flagged"), icon=":material/flag:")
+    quote = (c.snippet or c.text).strip()
+    st.markdown("\n".join("> " + no_math(line) for line in quote.splitlines() or [""]))
+    if c.snippet and c.snippet.strip() != c.text.strip():
+        with st.expander(tr("cite.passage")):
+            st.markdown(no_math(c.text))
+    if not c.document_id:
+        return
+    with st.container(horizontal=True, gap="small"):
+        if c.url:
+            label = tr("cite.open_page", page=c.page) if c.page else tr("cite.open")
+            st.link_button(label, public_api_url(ctx.client) + c.url, icon=":material/open_in_new:",
+                           type="primary")
+        client, document_id = ctx.client, c.document_id
+        st.download_button(
+            tr("cite.download"),
+            data=lambda: client.document_file(document_id),
+            file_name=name,
+            icon=":material/download:",
+            key=f"download-{index}-{c.n}",
+            on_click="ignore",
+        )
 
 
 def chip_label(ctx: PageContext, c: CitationOut) -> str:

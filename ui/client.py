@@ -19,15 +19,23 @@ from pydantic import ValidationError
 from app.api.schemas import (
     AskRequest,
     AskResponse,
+    AuditEntry,
     CitationOut,
     CollectionOut,
     CollectionsResponse,
+    ConversationDetail,
+    ConversationOut,
     DocumentOut,
     ErrorBody,
+    FeedbackOut,
     HealthResponse,
-    IngestResponse,
+    JobOut,
+    LoginResponse,
+    MeResponse,
     SearchRequest,
     SearchResponse,
+    UserCreated,
+    UserPublic,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,7 @@ class SourcesEvent:
     """The numbered passages given to the model, sent before the first token."""
 
     citations: list[CitationOut]
+    conversation_id: str | None = None  # the conversation the answer is being saved in
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +131,8 @@ def to_ask_event(sse: ServerSentEvent) -> AskEvent | None:
         payload = json.loads(sse.data)
         match sse.event:
             case "sources":
-                return SourcesEvent([CitationOut.model_validate(c) for c in payload.get("citations", [])])
+                citations = [CitationOut.model_validate(c) for c in payload.get("citations", [])]
+                return SourcesEvent(citations, payload.get("conversation_id"))
             case "token":
                 return TokenEvent(str(payload.get("text", "")))
             case "done":
@@ -181,13 +191,22 @@ class ApiClient:
         data = self._request("POST", "/v1/ask", json=body, read_timeout=self.answer_timeout)
         return AskResponse.model_validate(data)
 
-    def ask_stream(self, question: str, *, collection: str | None = None, k: int | None = None) -> Iterator[AskEvent]:
+    def ask_stream(
+        self,
+        question: str,
+        *,
+        collection: str | None = None,
+        k: int | None = None,
+        conversation_id: str | None = None,
+    ) -> Iterator[AskEvent]:
         """Yield the answer's events as they arrive: sources, tokens, then done or error.
 
         Raises ApiError/ApiUnreachable only before the first event; a connection lost later
         arrives as an ErrorEvent so the caller keeps what it has already shown.
         """
-        body = AskRequest(question=question, collection=collection, k=k, stream=True).model_dump(exclude_none=True)
+        body = AskRequest(
+            question=question, collection=collection, k=k, stream=True, conversation_id=conversation_id
+        ).model_dump(exclude_none=True)
         url = self.base_url + "/v1/ask"
         headers = self._headers | {"Accept": "text/event-stream"}
         started = False
@@ -204,7 +223,7 @@ class ApiClient:
                     # An API that ignores `stream` answers with plain JSON: replay it as events.
                     resp.read()
                     answer = AskResponse.model_validate(resp.json())
-                    yield SourcesEvent(answer.citations)
+                    yield SourcesEvent(answer.citations, answer.conversation_id)
                     yield TokenEvent(answer.answer)
                     yield DoneEvent(answer)
                     return
@@ -223,12 +242,93 @@ class ApiClient:
         items = data.get("documents", []) if isinstance(data, dict) else data
         return [DocumentOut.model_validate(d) for d in items]
 
-    def upload(self, files: Sequence[UploadFile], *, collection: str) -> IngestResponse:
+    def upload(self, files: Sequence[UploadFile], *, collection: str) -> JobOut:
+        """Send files to be ingested; the API answers at once with the ingestion job (see `job`)."""
         parts = [("files", (f.name, f.content, f.content_type)) for f in files]
         data = self._request(
             "POST", "/v1/documents", files=parts, data={"collection": collection}, read_timeout=self.upload_timeout
         )
-        return IngestResponse.model_validate(data)
+        return JobOut.model_validate(data)
+
+    def job(self, job_id: str) -> JobOut:
+        return JobOut.model_validate(self._request("GET", f"/v1/jobs/{job_id}"))
+
+    def delete_document(self, document_id: str) -> None:
+        self._request("DELETE", f"/v1/documents/{document_id}")
+
+    def document_file(self, document_id: str) -> bytes:
+        """The original file of a document (what a citation points at)."""
+        return self._request("GET", f"/v1/documents/{document_id}/file", raw=True)
+
+    # Sign-in
+
+    def login(self, username: str, password: str) -> LoginResponse:
+        data = self._request("POST", "/v1/auth/login", json={"username": username, "password": password})
+        return LoginResponse.model_validate(data)
+
+    def me(self) -> MeResponse:
+        return MeResponse.model_validate(self._request("GET", "/v1/auth/me"))
+
+    def logout(self) -> None:
+        self._request("POST", "/v1/auth/logout")
+
+    # Conversations and feedback
+
+    def conversations(self) -> list[ConversationOut]:
+        data = self._request("GET", "/v1/conversations")
+        return [ConversationOut.model_validate(c) for c in data.get("conversations", [])]
+
+    def conversation(self, conversation_id: str) -> ConversationDetail:
+        return ConversationDetail.model_validate(self._request("GET", f"/v1/conversations/{conversation_id}"))
+
+    def rename_conversation(self, conversation_id: str, title: str) -> ConversationOut:
+        data = self._request("PATCH", f"/v1/conversations/{conversation_id}", json={"title": title})
+        return ConversationOut.model_validate(data)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self._request("DELETE", f"/v1/conversations/{conversation_id}")
+
+    def feedback(self, message_id: str, rating: int, comment: str | None = None) -> FeedbackOut:
+        body = {"message_id": message_id, "rating": rating, "comment": comment or None}
+        return FeedbackOut.model_validate(self._request("POST", "/v1/feedback", json=body))
+
+    # Administration
+
+    def users(self) -> list[UserPublic]:
+        return [UserPublic.model_validate(u) for u in self._request("GET", "/v1/users").get("users", [])]
+
+    def create_user(self, username: str, role: str, password: str | None = None) -> UserCreated:
+        body = {"username": username, "role": role, "password": password or None}
+        return UserCreated.model_validate(self._request("POST", "/v1/users", json=body))
+
+    def update_user(self, username: str, **changes: Any) -> UserPublic:
+        data = self._request("PATCH", f"/v1/users/{username}", json=changes)
+        return UserPublic.model_validate(data)
+
+    def grants(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/grants").get("grants", []))
+
+    def grant(self, collection: str, permission: str, *, user: str | None = None, group: str | None = None) -> None:
+        body = {"collection": collection, "permission": permission, "user": user, "group": group}
+        self._request("POST", "/v1/grants", json=body)
+
+    def revoke(self, collection: str, permission: str, *, user: str | None = None, group: str | None = None) -> None:
+        body = {"collection": collection, "permission": permission, "user": user, "group": group}
+        self._request("DELETE", "/v1/grants", json=body)
+
+    def audit(self, *, user: str | None = None, action: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        params = {k: v for k, v in {"user": user, "action": action, "limit": limit}.items() if v}
+        return [AuditEntry.model_validate(e) for e in self._request("GET", "/v1/audit", params=params)["entries"]]
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition text of GET /metrics."""
+        return self._request("GET", "/metrics", raw=True).decode("utf-8", "replace")
+
+    def eval_reports(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/eval/reports").get("reports", []))
+
+    def eval_report_html(self, report_id: str) -> str:
+        return self._request("GET", f"/v1/eval/reports/{report_id}", raw=True).decode("utf-8", "replace")
 
     # Plumbing
 
@@ -236,7 +336,9 @@ class ApiClient:
         timeout = httpx.Timeout(read_timeout, connect=self.connect_timeout)
         return httpx.Client(timeout=timeout, headers=self._headers)
 
-    def _request(self, method: str, path: str, *, read_timeout: float | None = None, **kwargs: Any) -> Any:
+    def _request(
+        self, method: str, path: str, *, read_timeout: float | None = None, raw: bool = False, **kwargs: Any
+    ) -> Any:
         url = self.base_url + path
         try:
             with self._client(read_timeout or self.quick_timeout) as client:
@@ -245,6 +347,8 @@ class ApiClient:
             raise ApiUnreachable(self.base_url, _reason(exc)) from exc
         if resp.status_code >= 400:
             raise _error_from(resp)
+        if raw:
+            return resp.content
         try:
             return resp.json()
         except ValueError as exc:

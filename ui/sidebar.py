@@ -1,4 +1,5 @@
-"""The sidebar (API status, collection picker, language) and the 'API unreachable' panel."""
+"""The sidebar: API status, the signed-in account, collection picker, conversations, language;
+and the 'API unreachable' panel the pages show."""
 
 from __future__ import annotations
 
@@ -6,32 +7,116 @@ import hashlib
 
 import streamlit as st
 
-from ui.context import ALL_COLLECTIONS, COLLECTION, LANG, TURNS, PageContext
+from ui.client import ApiError
+from ui.context import ALL_COLLECTIONS, COLLECTION, CONVERSATION, LANG, TURNS, PageContext, sign_out
 from ui.i18n import LANGUAGES
 from ui.markup import plain
+
+MAX_CONVERSATIONS = 30
 
 
 def render_sidebar(ctx: PageContext) -> None:
     tr = ctx.t
     with st.sidebar:
         _render_status(ctx)
-        if ctx.status.reachable:
-            _render_collection_picker(ctx)
+        if ctx.me is not None:
+            _render_account(ctx)
+            if ctx.status.reachable:
+                _render_collection_picker(ctx)
+                _render_conversations(ctx)
         st.selectbox(
             tr("sidebar.language"),
             options=list(LANGUAGES),
             format_func=LANGUAGES.__getitem__,
             key=LANG,
         )
-        if st.session_state.get(TURNS):
-            st.button(
-                tr("sidebar.new_chat"),
-                icon=":material/edit_square:",
-                key="new_chat",
-                on_click=st.session_state.__setitem__,
-                args=(TURNS, []),
-                width="stretch",
-            )
+
+
+def _render_account(ctx: PageContext) -> None:
+    tr = ctx.t
+    assert ctx.me is not None
+    user = ctx.me.user
+    with st.container(horizontal=True, vertical_alignment="center", key="account"):
+        st.markdown(f":material/account_circle: **{plain(user.username)}** · {tr(f'role.{user.role}')}")
+        st.button(tr("sidebar.sign_out"), icon=":material/logout:", key="sign_out", type="tertiary",
+                  on_click=_sign_out, args=(ctx,))
+
+
+def _sign_out(ctx: PageContext) -> None:
+    try:
+        ctx.client.logout()
+    except ApiError:
+        pass  # the token is forgotten here either way
+    sign_out("login.signed_out")
+
+
+def _open_conversation(ctx: PageContext, conversation_id: str | None) -> None:
+    from ui.chat import turns_from  # the chat page owns the shape of a turn
+
+    st.session_state[CONVERSATION] = conversation_id
+    st.session_state[TURNS] = []
+    if conversation_id is None:
+        return
+    try:
+        st.session_state[TURNS] = turns_from(ctx.client.conversation(conversation_id))
+    except ApiError as exc:
+        st.session_state[CONVERSATION] = None
+        st.toast(ctx.t("error.generic", message=exc.message), icon=":material/error:")
+
+
+def _render_conversations(ctx: PageContext) -> None:
+    tr = ctx.t
+    st.button(
+        tr("sidebar.new_chat"),
+        icon=":material/edit_square:",
+        key="new_chat",
+        on_click=_open_conversation,
+        args=(ctx, None),
+        width="stretch",
+        disabled=not st.session_state.get(TURNS) and st.session_state.get(CONVERSATION) is None,
+    )
+    try:
+        conversations = ctx.client.conversations()[:MAX_CONVERSATIONS]
+    except ApiError as exc:
+        st.caption(f":orange[{plain(exc.message)}]")
+        return
+    current = st.session_state.get(CONVERSATION)
+    ids = [c.id for c in conversations]
+    titles = {c.id: c.title for c in conversations}
+    with st.container(key="conversations"):
+        if not conversations:
+            st.caption(tr("sidebar.no_conversations"))
+            return
+        chosen = st.radio(
+            tr("sidebar.conversations"),
+            options=ids,
+            index=ids.index(current) if current in ids else None,
+            format_func=lambda i: plain(titles[i]),
+            key=f"conversation-list-{current}",  # a new list whenever the chat moves to another conversation
+        )
+        if chosen is not None and chosen != current and chosen in titles:
+            _open_conversation(ctx, chosen)
+            st.rerun()
+        if current not in ids:
+            return
+        with st.popover(tr("sidebar.manage"), icon=":material/more_horiz:", type="tertiary", key="conv-manage"):
+            title = st.text_input(tr("sidebar.rename"), value=titles[current], max_chars=200, key=f"rename-{current}")
+            if st.button(tr("sidebar.rename_save"), key="conv-rename", icon=":material/edit:"):
+                if _act(ctx, lambda: ctx.client.rename_conversation(current, title.strip() or titles[current])):
+                    st.rerun()
+            if st.button(tr("sidebar.delete"), key="conv-delete", icon=":material/delete:"):
+                if _act(ctx, lambda: ctx.client.delete_conversation(current)):
+                    _open_conversation(ctx, None)
+                    st.rerun()
+
+
+def _act(ctx: PageContext, action) -> bool:
+    try:
+        action()
+    except ApiError as exc:
+        st.toast(ctx.t("error.generic", message=exc.message), icon=":material/error:")
+        return False
+    return True
 
 
 def _render_collection_picker(ctx: PageContext) -> None:
@@ -69,11 +154,11 @@ def _render_status(ctx: PageContext) -> None:
         else:
             st.markdown(f":orange[:material/warning:] **{tr('status.degraded', status=health.status)}**")
         model = plain(health.model or tr("status.no_model"))
-        st.caption(
-            f"{tr('status.model')}: {model}  \n"
-            f"{tr('status.index')}: {tr('status.index_chunks', count=health.index_chunks)}  \n"
-            f"{tr('status.embedder')}: {plain(health.embedder)} · v{plain(health.version)}"
-        )
+        lines = [f"{tr('status.model')}: {model}"]
+        if ctx.me is not None:  # the API counts only the passages the caller may read
+            lines.append(f"{tr('status.index')}: {tr('status.index_chunks', count=health.index_chunks)}")
+        lines.append(f"{tr('status.embedder')}: {plain(health.embedder)} · v{plain(health.version)}")
+        st.caption("  \n".join(lines))
         if status.error is not None:  # health answered, collections did not
             st.caption(f":orange[{status.error.message}]")
 

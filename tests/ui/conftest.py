@@ -1,7 +1,7 @@
 """Fixtures for the UI tests: a real Streamlit server per API, and headless Chromium.
 
-`api_server` (the base URL of a real `consulta serve` with the "demo" collection ingested)
-comes from tests/conftest.py. Chromium is Debian's (`apt-get install chromium`), never one
+`api_server` (the base URL of a real `consulta serve` with the "demo" collection ingested; its admin
+signs in as ADMIN_USER / ADMIN_PASSWORD or uses `api_admin_key`) comes from tests/conftest.py. Chromium is Debian's (`apt-get install chromium`), never one
 downloaded by `playwright install`.
 """
 
@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -122,3 +123,29 @@ def artifacts(pytestconfig: pytest.Config) -> Path:
     path = pytestconfig.rootpath / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@dataclass(frozen=True)
+class Reader:
+    username: str
+    password: str
+    readable: str  # the collection they were granted
+    unreadable: str  # a collection that exists but that they may not read
+
+
+@pytest.fixture(scope="session")
+def reader(api_server: str, api_admin_key: str, tmp_path_factory: pytest.TempPathFactory) -> Reader:
+    """A reader granted 'demo' only, and a collection 'board' they lack (made through the API as the admin)."""
+    who = Reader("rita", "rita-passphrase-42", "demo", "board")
+    admin = httpx.Client(base_url=api_server, headers={"Authorization": f"Bearer {api_admin_key}"}, timeout=300)
+    with admin:
+        r = admin.post("/v1/users", json={"username": who.username, "role": "reader", "password": who.password})
+        assert r.status_code == 201, r.text
+        r = admin.post("/v1/grants", json={"collection": who.readable, "permission": "read", "user": who.username})
+        assert r.status_code == 201, r.text
+        minutes = b"# Board minutes\n\nThe board approved the new salary scale on Monday.\n"
+        note = ("minutes.md", minutes, "text/markdown")
+        r = admin.post("/v1/documents", files=[("files", note)], data={"collection": who.unreadable},
+                       params={"wait": "true"})
+        assert r.status_code == 200 and r.json()["status"] == "done", r.text
+    return who

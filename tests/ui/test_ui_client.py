@@ -45,6 +45,23 @@ DONE = AskResponse(
 )
 
 
+USER = {"id": 2, "username": "ana", "role": "reader", "created_at": "2026-11-23T10:00:00+00:00"}
+JOB = {
+    "job_id": "j1",
+    "status": "done",
+    "collection": "hr",
+    "user": "ana",
+    "progress": {"done": 2, "total": 2},
+    "chunks_added": 3,
+    "total_chunks": 10,
+    "created_at": "2026-11-23T10:00:00+00:00",
+    "files": [
+        {"source": "a.md", "status": "ingested", "chunks": 3},
+        {"source": "b.pdf", "status": "failed", "error": "not a PDF"},
+    ],
+}
+
+
 def sse(event: str, data: object) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -103,6 +120,10 @@ class FakeApi(BaseHTTPRequestHandler):
             self._send(200, {"status": "ok", "index_chunks": 7, "model": "tiny", "embedder": "e5", "version": "0.1"})
         elif self.path == "/v1/collections":
             self._send(200, {"collections": [{"name": "demo", "documents": 2, "chunks": 7}]})
+        elif self.path == "/v1/jobs/j1":
+            self._send(200, JOB)
+        elif self.path == "/v1/auth/me":
+            self._send(200, {"user": USER, "readable": ["demo"], "writable": []})
         elif self.path.startswith("/v1/documents"):
             doc = {"document_id": "d1", "source": "docs/handbook.pdf", "collection": "demo", "pages": 2, "chunks": 4}
             self._send(200, {"documents": [doc]})
@@ -113,11 +134,16 @@ class FakeApi(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.requests.append(("POST", self.path, dict(self.headers), body))
         if self.path == "/v1/documents":
-            self._send(200, {"collection": "hr", "chunks_added": 3, "total_chunks": 10,
-                             "files": [{"source": "a.md", "status": "ingested", "chunks": 3},
-                                       {"source": "b.pdf", "status": "failed", "error": "not a PDF"}]})  # fmt: skip
+            self._send(202, JOB | {"status": "queued", "progress": {"done": 0, "total": 1},
+                                   "files": [{"source": "b.pdf", "status": "failed", "error": "not a PDF"}]})  # fmt: skip
             return
         request = json.loads(body)
+        if self.path == "/v1/auth/login":
+            if request == {"username": "ana", "password": "right"}:
+                self._send(200, {"token": "session-1", "expires_in": 3600, "user": USER})
+            else:
+                self._send(401, {"error": {"type": "unauthorized", "message": "wrong user name or password"}})
+            return
         question = request.get("question", "")
         if self.path == "/v1/search":
             hit = CITATION.model_dump(exclude={"n", "start", "end"}) | {"score": 0.9}
@@ -242,21 +268,38 @@ def test_listing_endpoints_parse_into_schemas(client: ApiClient):
     assert client.search("expenses").hits[0].source == "docs/handbook.pdf"
 
 
-def test_upload_sends_every_file_and_the_collection(client: ApiClient):
-    result = client.upload(
+def test_upload_answers_with_a_job_whose_progress_can_be_followed(client: ApiClient):
+    job = client.upload(
         [UploadFile("a.md", b"# A\n", "text/markdown"), UploadFile("b.pdf", b"%PDF-1.4 nope", "application/pdf")],
         collection="hr",
     )
-    assert [(f.source, f.status, f.error) for f in result.files] == [
-        ("a.md", "ingested", None),
-        ("b.pdf", "failed", "not a PDF"),
-    ]
+    assert (job.job_id, job.status) == ("j1", "queued")
     _, path, headers, body = FakeApi.requests[-1]
     assert path == "/v1/documents"
     assert headers["Content-Type"].startswith("multipart/form-data")
     assert body.count(b'name="files"') == 2
     assert b'filename="a.md"' in body and b'filename="b.pdf"' in body
     assert b'name="collection"\r\n\r\nhr' in body
+
+    done = client.job(job.job_id)
+    assert done.status == "done" and (done.progress.done, done.progress.total) == (2, 2)
+    assert [(f.source, f.status, f.error) for f in done.files] == [
+        ("a.md", "ingested", None),
+        ("b.pdf", "failed", "not a PDF"),
+    ]
+
+
+def test_login_returns_a_token_that_later_calls_send(fake_api: str):
+    anonymous = ApiClient(fake_api)
+    with pytest.raises(ApiError) as wrong:
+        anonymous.login("ana", "wrong")
+    assert wrong.value.status == 401 and "wrong user name" in wrong.value.message
+
+    session = anonymous.login("ana", "right")
+    assert session.token == "session-1" and session.user.role == "reader"
+    me = ApiClient(fake_api, token=session.token).me()
+    assert me.readable == ["demo"]
+    assert FakeApi.requests[-1][2]["Authorization"] == "Bearer session-1"
 
 
 def test_parse_sse_follows_the_framing_rules():
