@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from app.errors import ConsultaError
@@ -32,6 +33,12 @@ docs_cli = typer.Typer(help="List and remove ingested documents.", no_args_is_he
 models_cli = typer.Typer(help="The bundled answering models.", no_args_is_help=True)
 cli.add_typer(docs_cli, name="docs")
 cli.add_typer(models_cli, name="models")
+from app.cli_users import users_cli  # noqa: E402 - the `users` group lives in its own module
+
+cli.add_typer(users_cli, name="users")
+from eval.cli import eval_cli  # noqa: E402  (light: the evaluation code is imported per command)
+
+cli.add_typer(eval_cli, name="eval")
 
 USER_ERRORS = (ConsultaError, IngestError, RetrievalError, ServingError, ConfigFileError)
 
@@ -100,20 +107,34 @@ def sync(paths: PathsArg, collection: CollectionOpt = None, as_json: JsonOpt = F
 def _ingest(paths: list[Path], collection: str | None, *, prune: bool, as_json: bool) -> None:
     services = _services()
     collection = collection or services.settings.ingest.default_collection
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=as_json or not err.is_terminal, transient=True) as bar:
-        task = bar.add_task("ingesting", total=None)
+        overall = bar.add_task("files", total=None)
+        current = bar.add_task("", total=None, visible=False)
 
         def progress(name: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=Path(name).name[:40] or "done")
+            bar.update(overall, completed=done, total=total, description=f"files ({Path(name).name[:36]})"
+                       if name else "files")
 
-        report = services.pipeline.ingest(paths, collection, progress=progress, prune=prune)
+        def file_progress(name: str, done: int, total: int) -> None:
+            bar.update(current, completed=done, total=total, visible=done < total,
+                       description=f"  chunks of {Path(name).name[:32]}")
+
+        report = services.pipeline.ingest(paths, collection, progress=progress, prune=prune,
+                                          file_progress=file_progress)
     if as_json:
         _print_json(report.to_dict())
     else:
         counts = {s: sum(f.status == s for f in report.files) for s in ("ingested", "unchanged", "failed")}
         for f in report.failed:
-            err.print(f"[red]failed[/red] {f.error}")
+            err.print(f"[red]failed[/red] {escape(f.error or '')}", soft_wrap=True)
+        for f in report.files:
+            if f.pages_without_text:
+                pages = ", ".join(map(str, f.pages_without_text[:20])) + (" ..." if len(f.pages_without_text) > 20
+                                                                          else "")
+                err.print(f"[yellow]warning[/yellow] {escape(f.source)}: {len(f.pages_without_text)} of "
+                          f"{f.pages} pages have no text layer (scanned?) and were not indexed: pages {pages}",
+                          soft_wrap=True)
         for source in report.removed:
             err.print(f"removed {source} (no longer on disk)")
         removed = f", {len(report.removed)} removed" if prune else ""
@@ -130,12 +151,28 @@ def search(
     collection: Annotated[str | None, typer.Option(help="Search only this collection")] = None,
     k: Annotated[int, typer.Option(help="Number of hits", min=1, max=100)] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    source: Annotated[list[str] | None, typer.Option(help="Search only this source file (repeatable)")] = None,
+    language: Annotated[list[str] | None, typer.Option(help="Only passages in this language: en, es, ca "
+                                                       "(repeatable)")] = None,
+    section: Annotated[str | None, typer.Option(help="Only passages whose section heading contains this")] = None,
+    since: Annotated[str | None, typer.Option(help="Only documents modified on or after this date (YYYY-MM-DD)")]
+    = None,
+    until: Annotated[str | None, typer.Option(help="Only documents modified on or before this date")] = None,
 ) -> None:
     """Show the passages that best match a query, with source, page and score."""
-    from retrieval.types import SearchFilter
+    from retrieval.types import SearchFilter, timestamp
 
     services = _services()
-    flt = SearchFilter(collections=(collection,)) if collection else None
+    try:
+        flt = SearchFilter(collections=(collection,) if collection else None,
+                           sources=tuple(str(Path(x).resolve()) if Path(x).exists() else x for x in source)
+                           if source else None,
+                           languages=tuple(language) if language else None,
+                           sections=(section,) if section else None,
+                           modified_after=timestamp(since), modified_before=timestamp(until, end_of_day=True))
+    except ValueError as e:
+        raise ConsultaError(f"--since/--until: {e}") from e
+    flt = None if flt.empty else flt
     hits = services.retriever.retrieve(query, k, flt)
     out = [{"chunk_id": h.chunk.id, "source": h.chunk.source, "page": h.chunk.page, "section": h.chunk.section,
             "score": round(h.score, 4), "text": h.chunk.text, "collection": h.chunk.collection,
@@ -201,6 +238,13 @@ def serve(
     settings = _settings()
     configure_logging(settings.api.log_format)
     services = _services(settings)
+    from app.cli_users import ensure_first_admin
+
+    first = ensure_first_admin(services)
+    if first:  # a fresh install: the one time this password is shown
+        err.print(f"[bold]First run: created the admin '{first[0]}' with the password {first[1]}[/bold]\n"
+                  "Sign in to the UI with it and change it (consulta users reset-password admin); it is not "
+                  "shown again.")
     app = create_app(services)
     uvicorn.run(app, host=host or settings.api.host, port=port or settings.api.port, log_config=None,
                 access_log=False)
@@ -212,6 +256,8 @@ def ui(port: Annotated[int | None, typer.Option(help="Port")] = None) -> None:
     settings = _settings()
     app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     env = {**os.environ, "CONSULTA_API_URL": settings.ui.api_url}
+    if settings.ui.public_api_url:
+        env["CONSULTA_PUBLIC_API_URL"] = settings.ui.public_api_url
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.headless", "true",
            "--server.port", str(port or settings.ui.port), "--browser.gatherUsageStats", "false",
            "--client.toolbarMode", "minimal", "--server.maxUploadSize", str(max(1, int(settings.api.max_upload_mb)))]
@@ -300,7 +346,9 @@ def models_prepare(name: Annotated[str | None, typer.Argument(help="Model name (
 
 def main() -> None:
     try:
-        cli(standalone_mode=False)
+        code = cli(standalone_mode=False)  # click returns typer.Exit's code instead of raising it here
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except USER_ERRORS as e:
         err.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
         sys.exit(1)

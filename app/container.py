@@ -15,15 +15,17 @@ from app.assistant import Assistant, AssistantSettings
 from app.errors import ConsultaError
 from app.models import resolve_model
 from app.settings import Settings
-from ingest.chunker import Chunker, RecursiveChunker
+from ingest.chunker import Chunker, build_chunker
 from ingest.language import detect_language
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
 from retrieval.bm25 import Bm25Params
 from retrieval.embedder import E5Embedder, Embedder, SentenceTransformerEmbedder, UseEmbedder
-from retrieval.reranker import CrossEncoderReranker, NoopReranker, Reranker
+from retrieval.compressor import ExtractiveCompressor
+from retrieval.expansion import QueryExpander
+from retrieval.reranker import CrossEncoderReranker, LlmReranker, NoopReranker, Reranker
 from retrieval.retriever import Retriever
-from retrieval.store import FaissStore
+from retrieval.store import FaissStore, IndexConfig
 from serving.generator import Generator
 
 logger = logging.getLogger(__name__)
@@ -67,15 +69,31 @@ class Services:
     @cached_property
     def chunker(self) -> Chunker:
         s = self.settings.ingest
-        match s.chunker:
-            case "recursive":
-                return RecursiveChunker(s.chunk_size, s.chunk_overlap)
-        raise ConsultaError(f"unknown chunker {s.chunker!r}")  # pragma: no cover
+        embedder = self.embedder if s.chunker in ("semantic", "double_pass") else None
+        try:
+            return build_chunker(s.chunker, embedder=embedder, chunk_size=s.chunk_size,
+                                 chunk_overlap=s.chunk_overlap, max_tokens=s.max_tokens, min_tokens=s.min_tokens,
+                                 percentile=s.breakpoint_percentile, merge_threshold=s.merge_threshold,
+                                 window=s.window)
+        except ValueError as e:
+            raise ConsultaError(f"invalid chunker settings: {e}") from e
+
+    def _new_store(self) -> FaissStore:
+        s = self.settings.retrieval
+        return FaissStore(self.settings.index_dir, bm25=Bm25Params(k1=s.bm25_k1, b=s.bm25_b),
+                          index=IndexConfig(kind=s.index_type, exact_max=s.exact_max, ef_search=s.hnsw_ef_search,
+                                            ivf_nprobe=s.ivf_nprobe))
 
     @cached_property
     def store(self) -> FaissStore:
-        s = self.settings.retrieval
-        return FaissStore(self.settings.index_dir, bm25=Bm25Params(k1=s.bm25_k1, b=s.bm25_b))
+        """The store queries search (the published generation)."""
+        return self._new_store()
+
+    @cached_property
+    def ingest_store(self) -> FaissStore:
+        """The store the ingestion pipeline writes through: its own instance, so that queries keep searching the
+        published generation while a job edits the next one (they pick it up with refresh() once it is live)."""
+        return self._new_store()
 
     @cached_property
     def reranker(self) -> Reranker:
@@ -88,19 +106,57 @@ class Services:
                     raise ConsultaError("reranker=cross-encoder needs CONSULTA_RETRIEVAL__RERANKER_PATH, "
                                         f"a local CrossEncoder folder (got {s.reranker_path})")
                 return CrossEncoderReranker(str(s.reranker_path))
+            case "llm":
+                return LlmReranker(self._score_next_token, format_chat=lambda m: self.generator.format_chat(m),
+                                   top=s.rerank_top)
         raise ConsultaError(f"unknown reranker {s.reranker!r}")  # pragma: no cover
+
+    def _score_next_token(self, prompts, candidates):
+        """The engine's next-token log-probabilities (the LLM re-ranker's judge); the engine loads on first use."""
+        generator = self.generator
+        if not hasattr(generator, "next_token_logprobs"):
+            raise ConsultaError("reranker=llm needs the local engine (serving.backend=local)")
+        return generator.next_token_logprobs(prompts, candidates)
+
+    def _generate_short(self, prompt: str, max_tokens: int) -> str:
+        """One greedy completion from the serving model (query expansion's writer)."""
+        from serving.generator import SamplingParams
+
+        return self.generator.generate([{"role": "user", "content": prompt}],
+                                       SamplingParams(max_tokens=max_tokens, temperature=0.0)).text
+
+    @cached_property
+    def expander(self) -> QueryExpander | None:
+        s = self.settings.retrieval
+        synonyms = QueryExpander.load_synonyms(s.synonyms_path) if s.synonyms_path else None
+        if not (synonyms or s.multi_query or s.hyde or s.decompose):
+            return None
+        return QueryExpander(generate=self._generate_short, synonyms=synonyms, multi_query=s.multi_query,
+                             hyde=s.hyde, decompose=s.decompose)
+
+    @cached_property
+    def compressor(self) -> ExtractiveCompressor | None:
+        """Extractive context compression for the assistant's prompt (None when compress_tokens is unset)."""
+        s = self.settings.retrieval
+        if s.compress_tokens is None:
+            return None
+        return ExtractiveCompressor(budget_tokens=s.compress_tokens)  # lexical scoring: embedding costs seconds
 
     @cached_property
     def retriever(self) -> Retriever:
         s = self.settings.retrieval
         return Retriever(self.embedder, self.store, reranker=self.reranker, candidates=s.candidates, mode=s.mode,
-                         rrf_k=s.rrf_k, detect_language=detect_language)
+                         rrf_k=s.rrf_k, detect_language=detect_language, expander=self.expander,
+                         feedback=s.feedback, diversity=s.diversity, dedup_threshold=s.dedup_threshold,
+                         mmr_lambda=s.mmr_lambda)
 
     @cached_property
     def pipeline(self) -> IngestPipeline:
         s = self.settings.ingest
-        return IngestPipeline(default_loaders(s.max_pages), self.chunker, self.embedder, self.store,
-                              max_file_bytes=int(s.max_file_mb * 1024 * 1024))
+        return IngestPipeline(default_loaders(s.max_pages, pdf_tables=s.pdf_tables), self.chunker, self.embedder,
+                              self.ingest_store, max_file_bytes=int(s.max_file_mb * 1024 * 1024),
+                              parse_workers=s.parse_workers, parse_timeout_s=s.parse_timeout_s,
+                              parse_memory_mb=s.parse_memory_mb)
 
     @property
     def generator(self) -> Generator:
@@ -123,7 +179,8 @@ class Services:
                 path = resolve_model(s.model, self.settings.models_dir)
                 return BatchingEngine(str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
                                       max_sequences=s.max_sequences, n_batch=s.n_batch, max_queue=s.max_queue,
-                                      flash_attn=s.flash_attn)
+                                      flash_attn=s.flash_attn, prefix_reuse=s.prefix_reuse,
+                                      request_timeout_s=s.request_timeout_s)
             case "remote":
                 from serving.remote import OpenAIRemoteGenerator
 
@@ -141,9 +198,56 @@ class Services:
         context = max(512, s.serving.n_ctx // s.serving.max_sequences)
         return Assistant(self.retriever, self.generator,
                          AssistantSettings(k=s.retrieval.k, min_score=min_score, max_tokens=s.serving.max_tokens,
-                                           temperature=s.serving.temperature, context_tokens=context))
+                                           temperature=s.serving.temperature, context_tokens=context,
+                                           verify_citations=s.assistant.verify_citations,
+                                           support_threshold=s.assistant.support_threshold,
+                                           answer_check=s.assistant.answer_check,
+                                           answer_check_margin=s.assistant.answer_check_margin))
+
+    @cached_property
+    def db(self):
+        from app.db import Database
+
+        return Database(self.settings.db_path)
+
+    @cached_property
+    def access(self):
+        from app.auth import AccessControl
+
+        return AccessControl(self.db, session_hours=self.settings.api.session_hours)
+
+    @cached_property
+    def links(self):
+        from app.auth import LinkSigner
+
+        return LinkSigner(self.db, hours=self.settings.api.session_hours)
+
+    @cached_property
+    def audit(self):
+        from app.audit import AuditLog
+
+        return AuditLog(self.db)
+
+    @cached_property
+    def conversations(self):
+        from app.conversations import ConversationStore
+
+        return ConversationStore(self.db)
+
+    @cached_property
+    def jobs(self):
+        from app.jobs import IngestJobs
+
+        def finished(job: dict) -> None:
+            self.audit.record("document.ingest", username=job["user"], collection=job["collection"],
+                              target=job["job_id"], status=job["status"],
+                              files={f["source"]: f["status"] for f in job["files"]})
+
+        return IngestJobs(self.db, self.pipeline.ingest, on_finish=finished)
 
     def close(self) -> None:
+        if "jobs" in self.__dict__:
+            self.jobs.close()
         if self._generator is not None:
             self._generator.close()
             self._generator = None

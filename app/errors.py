@@ -22,3 +22,31 @@ class NotFoundError(ConsultaError):
 
     status = 404
     kind = "not_found"
+
+
+class AuthenticationError(ConsultaError):
+    """No credential, or a wrong, expired or revoked one (seen by API callers and at the UI's login)."""
+
+    status = 401
+    kind = "unauthorized"
+
+
+class PermissionDeniedError(ConsultaError):
+    """The caller is known but their role or grants do not allow this (seen by API callers)."""
+
+    status = 403
+    kind = "forbidden"
+
+
+class ConflictError(ConsultaError):
+    """The thing to create already exists (a user name, a group) (seen by admins)."""
+
+    status = 409
+    kind = "conflict"
+
+
+class PayloadTooLargeError(ConsultaError):
+    """An upload over the size limit (seen by editors uploading documents)."""
+
+    status = 413
+    kind = "too_large"

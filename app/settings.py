@@ -16,9 +16,28 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 
 class IngestSettings(BaseModel):
-    chunker: Literal["recursive"] = Field("recursive", description="How documents are split into chunks")
-    chunk_size: int = Field(800, ge=100, le=8000, description="Target chunk length in characters")
-    chunk_overlap: int = Field(120, ge=0, le=2000, description="Characters shared by consecutive chunks")
+    chunker: Literal["recursive", "semantic", "double_pass", "sentence_window"] = Field(
+        "recursive", description="How documents are split into chunks: recursive (langchain-text-splitters); "
+        "semantic (split where the embedding distance between sentences jumps); double_pass (semantic, then "
+        "chunks on the same topic merged); sentence_window (sentences indexed, neighbours given to the model). "
+        "Part of the index identity: changing it (or its parameters) needs `consulta reindex`")
+    chunk_size: int = Field(800, ge=100, le=8000, description="Target chunk length in characters (recursive)")
+    chunk_overlap: int = Field(120, ge=0, le=2000, description="Characters shared by consecutive chunks (recursive)")
+    max_tokens: int = Field(200, ge=16, le=2000, description="Largest chunk in tokens (semantic, double_pass)")
+    min_tokens: int = Field(40, ge=0, le=1000, description="A chunk is not cut at a topic jump before this many "
+                            "tokens (semantic, double_pass)")
+    breakpoint_percentile: float = Field(90.0, ge=0, le=100, description="Cut where the distance between "
+                                         "consecutive sentences is above this percentile (semantic, double_pass)")
+    merge_threshold: float = Field(0.875, ge=0, le=1, description="Second pass merges chunks whose embedding "
+                                   "cosine is at least this (double_pass)")
+    window: int = Field(2, ge=0, le=10, description="Sentences either side given to the model (sentence_window)")
+    parse_workers: int = Field(2, ge=1, le=64, description="Processes that parse files in parallel")
+    parse_timeout_s: float = Field(300, gt=0, description="A file whose parsing takes longer is stopped and "
+                                   "reported as failed")
+    parse_memory_mb: int = Field(3072, ge=256, description="Address-space limit of each parsing process; a file "
+                                 "that needs more is reported as failed")
+    pdf_tables: bool = Field(True, description="Find ruled tables in PDFs (pdfplumber) and keep them as Markdown "
+                             "tables")
     max_file_mb: float = Field(200, gt=0, description="Files larger than this are refused, with a message")
     max_pages: int = Field(5000, gt=0, description="PDFs with more pages than this are refused")
     default_collection: str = Field("default", description="Collection used when --collection is not given")
@@ -37,14 +56,39 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(20, ge=1, le=500, description="First-stage hits taken from each of dense and BM25 "
                             "search, and handed (after fusion) to the re-ranker")
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")
-    bm25_k1: float = Field(0.9, ge=0.0, le=5.0, description="BM25 term-frequency saturation; after a change "
-                           "(of k1 or b) BM25 is rebuilt in memory on load until the next ingest stores it")
+    bm25_k1: float = Field(0.9, ge=0.0, le=5.0, description="BM25 term-frequency saturation (k1 and b apply at "
+                           "query time: changing them needs no reindex)")
     bm25_b: float = Field(0.4, ge=0.0, le=1.0, description="BM25 document-length normalisation")
     min_score: float | None = Field(
         None, description="Below this embedding similarity (cosine, in every mode) of the best passage, answer "
         "that the documents don't say without asking the model; default depends on the embedder")
-    reranker: Literal["none", "cross-encoder"] = Field("none", description="Second-stage re-ranker")
+    reranker: Literal["none", "cross-encoder", "llm"] = Field(
+        "none", description="Second-stage re-ranker: cross-encoder (a local folder, reranker_path) or llm (the "
+        "serving model judges each of the top rerank_top passages yes/no; slow on CPU, see README)")
     reranker_path: Path | None = Field(None, description="Local CrossEncoder folder, for reranker=cross-encoder")
+    rerank_top: int = Field(8, ge=1, le=100, description="First-stage hits the llm re-ranker judges (the rest "
+                            "keep their order after them)")
+    index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="Dense index: auto = exact inner product up to exact_max chunks, HNSW above; flat, "
+        "hnsw or ivf force one (filtered searches are always exact over the matching chunks)")
+    exact_max: int = Field(200_000, ge=0, description="Largest corpus searched exactly when index_type=auto")
+    hnsw_ef_search: int = Field(128, ge=8, le=4096, description="HNSW search breadth (recall against speed)")
+    ivf_nprobe: int = Field(16, ge=1, le=4096, description="IVF lists visited per search")
+    feedback: int = Field(0, ge=0, le=20, description="BM25 pseudo-relevance feedback: expand the query with "
+                          "the weightiest terms of its N best BM25 hits (0 = off)")
+    synonyms_path: Path | None = Field(None, description="JSON file {word: [synonyms]} added to BM25 queries")
+    multi_query: int = Field(0, ge=0, le=5, description="LLM rewrites of the question searched too and fused "
+                             "(0 = off)")
+    hyde: bool = Field(False, description="HyDE: the LLM writes a hypothetical passage, searched densely")
+    decompose: bool = Field(False, description="The LLM splits multi-part questions into sub-questions, "
+                            "each searched and fused")
+    diversity: Literal["none", "dedup", "mmr"] = Field("none", description="After ranking: drop near-duplicate "
+                                                       "passages (dedup) or pick by maximal marginal relevance")
+    dedup_threshold: float = Field(0.95, ge=0.5, le=1.0, description="Cosine at or above which a passage is a "
+                                   "near-duplicate of a better one (diversity=dedup)")
+    mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR: weight of relevance against redundancy")
+    compress_tokens: int | None = Field(None, ge=50, description="Extractive compression: keep the question's "
+                                        "most relevant sentences of the passages within this many tokens")
 
 
 class ServingSettings(BaseModel):
@@ -59,6 +103,10 @@ class ServingSettings(BaseModel):
     n_threads: int | None = Field(None, description="CPU threads for llama.cpp (default: all cores)")
     n_gpu_layers: int = Field(0, description="Layers offloaded to the GPU (-1: all); needs a CUDA build")
     flash_attn: bool = Field(False, description="Flash attention (slower on the CPUs we measured)")
+    prefix_reuse: bool = Field(True, description="Copy the KV of a prompt prefix another request already read "
+                               "(the shared system prompt) instead of reading it again")
+    request_timeout_s: float | None = Field(None, gt=0, description="Fail a generation still unfinished this "
+                                            "long after it was submitted (queueing included); none by default")
     max_tokens: int = Field(384, ge=1, le=4096, description="Longest answer in tokens")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy, reproducible answers")
     remote_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (backend=remote)")
@@ -73,15 +121,33 @@ class ApiSettings(BaseModel):
                                     description="Origins allowed to call the API from a browser")
     max_upload_mb: float = Field(100, gt=0, description="Largest upload accepted by POST /v1/documents")
     warm_up: bool = Field(True, description="Load the embedder and the model when the API starts")
+    session_hours: float = Field(12, gt=0, description="How long a UI login (POST /v1/auth/login) stays valid")
+    upload_types: list[str] = Field(default_factory=lambda: [".pdf", ".docx", ".html", ".htm", ".md", ".markdown",
+                                                             ".txt"],
+                                    description="File suffixes POST /v1/documents accepts")
     rate_limit_per_minute: int = Field(600, ge=0, description="Requests a minute per caller (API key, else address) "
                                        "before 429; 0 turns the limit off")
     log_format: Literal["text", "json"] = Field("text", description="Server logs as text lines or JSON lines "
                                                 "(with request ids), on stderr")
 
 
+class AssistantSection(BaseModel):
+    history_tokens: int = Field(768, ge=0, le=8192, description="Token budget of the conversation history used "
+                                "to rewrite a follow-up question into a standalone one (0: no rewriting)")
+    verify_citations: bool = Field(True, description="Check each cited source against the sentence citing it "
+                                   "(embedding similarity) and flag the ones that do not support it")
+    support_threshold: float = Field(0.85, ge=0.0, le=1.0, description="Cosine (e5) of an answer sentence and "
+                                     "the best sentence of its cited source under which the citation is flagged")
+    answer_check: bool = Field(False, description="Before answering, ask the model yes/no whether the sources "
+                               "answer the question, and refuse on no (negative rejection; README figures)")
+    answer_check_margin: float = Field(0.0, description="Refuse when logP(no) - logP(yes) exceeds this")
+
+
 class UiSettings(BaseModel):
     port: int = Field(8501, ge=1, le=65535, description="Streamlit port")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the UI finds the API (CONSULTA_API_URL)")
+    public_api_url: str | None = Field(None, description="The API's address as staff browsers reach it, for the "
+                                       "links that open cited documents (default: api_url)")
 
 
 class Settings(BaseSettings):
@@ -92,6 +158,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    assistant: AssistantSection = Field(default_factory=AssistantSection)
     ui: UiSettings = Field(default_factory=UiSettings)
 
     @property
@@ -101,6 +168,14 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "consulta.db"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

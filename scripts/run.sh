@@ -15,6 +15,12 @@ echo "[run] preparing the answering model (assembled and verified once)" >&2
 echo "[run] ingesting docs/ into the collection 'consulta' (unchanged files are skipped)" >&2
 "$CONSULTA" ingest docs --collection consulta
 
+# First run only: make the admin and show its password and API key once (kept nowhere in plain text).
+if ! "$CONSULTA" users list --json 2>/dev/null | grep -q '"username"'; then
+    echo "[run] first run: creating the admin account (sign in to the UI with it)" >&2
+    "$CONSULTA" users create-admin --if-none
+fi
+
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM

@@ -5,6 +5,7 @@ Heavy things (the embedder, the tiny GGUF, the API process) are built once per s
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,6 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_MODEL = "smollm2-135m"  # mechanics only; answers are not meant to be good
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin-passphrase-for-tests"
 
 
 def free_port() -> int:
@@ -83,10 +86,24 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subpr
 
 
 @pytest.fixture(scope="session")
-def api_server(base_env, corpus_dir, tmp_path_factory):
-    """Base URL of a real `consulta serve` process with the demo corpus ingested into collection 'demo'."""
-    env = dict(base_env)
-    env["CONSULTA_DATA_DIR"] = str(tmp_path_factory.mktemp("api-data"))
+def api_env(base_env, tmp_path_factory) -> dict[str, str]:
+    """The environment of the `api_server` process (its own data dir)."""
+    return {**base_env, "CONSULTA_DATA_DIR": str(tmp_path_factory.mktemp("api-data")), "CONSULTA_API__MAX_UPLOAD_MB": "1"}
+
+
+@pytest.fixture(scope="session")
+def api_admin_key(api_env) -> str:
+    """An API key of the admin (ADMIN_USER / ADMIN_PASSWORD) of the `api_server`, made by the CLI."""
+    r = run_cli(["users", "create-admin", "--username", ADMIN_USER, "--password", ADMIN_PASSWORD, "--json"], api_env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["api_key"]
+
+
+@pytest.fixture(scope="session")
+def api_server(api_env, api_admin_key, corpus_dir, tmp_path_factory):
+    """Base URL of a real `consulta serve` process with the demo corpus ingested into collection 'demo';
+    its admin is ADMIN_USER / ADMIN_PASSWORD (API key: the `api_admin_key` fixture)."""
+    env = api_env
     r = run_cli(["ingest", str(corpus_dir), "--collection", "demo", "--json"], env)
     assert r.returncode == 0, r.stderr
     port = free_port()

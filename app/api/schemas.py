@@ -12,7 +12,7 @@ Streaming ask (`POST /v1/ask` with `"stream": true`) answers `text/event-stream`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -31,9 +31,14 @@ class AskRequest(BaseModel):
     collection: str | None = Field(default=None, description="Search only this collection (default: all)")
     k: int | None = Field(default=None, ge=1, le=50, description="How many passages to give the model")
     stream: bool = Field(default=False, description="Answer as server-sent events")
+    conversation_id: str | None = Field(default=None, description="Continue this conversation: the question is "
+                                        "rewritten from its history into a standalone one before retrieval. "
+                                        "Left out, a new conversation is started (its id comes back)")
 
     model_config = {
-        "json_schema_extra": {"examples": [{"question": "What does Consulta do?", "stream": False}]}
+        "json_schema_extra": {"examples": [{"question": "What does Consulta do?", "stream": False},
+                                           {"question": "¿Y cuánto tarda el reembolso?", "collection": "hr",
+                                            "conversation_id": "8f1c2e0a9b7d4c3e8f1c2e0a9b7d4c3e", "stream": True}]}
     }
 
 
@@ -50,6 +55,19 @@ class CitationOut(BaseModel):
                                 "dependent: cosine, BM25 or fused rank score)")
     text: str = Field(description="The passage text")
     dense_score: float | None = Field(default=None, description="Cosine of question and passage embeddings")
+    document_id: str | None = Field(default=None, description="The document, for GET /v1/documents/{id}/file")
+    collection: str | None = None
+    snippet: str | None = Field(default=None, description="The exact sentence(s) of the passage that support the "
+                                "answer sentence citing it (for cited sources)")
+    snippet_start: int | None = Field(default=None, description="Character offset of the snippet in the document "
+                                      "text")
+    snippet_end: int | None = None
+    supported: bool | None = Field(default=None, description="False when the check after generation found that "
+                                   "this source does not support the sentence citing it (flagged); null when "
+                                   "not checked")
+    support: float | None = Field(default=None, description="Similarity of the citing sentence and the snippet")
+    url: str | None = Field(default=None, description="A signed link (valid for hours) that opens the original "
+                            "file at the page: GET it as is, no header needed")
 
 
 class Timings(BaseModel):
@@ -65,6 +83,10 @@ class AskResponse(BaseModel):
     timings: Timings
     model: str | None = None
     usage: dict[str, Any] = Field(default_factory=dict)
+    conversation_id: str | None = Field(default=None, description="The conversation the answer was saved in")
+    message_id: str | None = Field(default=None, description="The answer's id, for POST /v1/feedback")
+    standalone_question: str | None = Field(default=None, description="The follow-up rewritten from the history, "
+                                            "as retrieval saw it (null when the question was used as asked)")
 
 
 class HitOut(BaseModel):
@@ -114,6 +136,9 @@ class IngestFileResult(BaseModel):
     chunks: int = 0
     pages: int | None = None
     error: str | None = None
+    reason: str | None = Field(None, description="Why a file failed: corrupt, encrypted, empty, no_text, too_large, "
+                               "misnamed, unsupported, timeout, out_of_memory, crashed, unreadable")
+    pages_without_text: list[int] = Field(default_factory=list, description="Pages with no text layer (scans)")
 
 
 class IngestResponse(BaseModel):
@@ -129,3 +154,203 @@ class HealthResponse(BaseModel):
     model: str | None
     embedder: str
     version: str
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+
+
+class JobProgress(BaseModel):
+    done: int
+    total: int
+
+
+class JobOut(BaseModel):
+    """An ingestion job; `files`, `chunks_added` and `total_chunks` as in IngestResponse once it is done."""
+
+    job_id: str
+    status: str = Field(description="'queued', 'running', 'done' or 'failed'")
+    collection: str
+    user: str | None = None
+    files: list[IngestFileResult]
+    progress: JobProgress
+    chunks_added: int = 0
+    total_chunks: int = 0
+    error: str | None = None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "job_id": "5b0c9d8e7f6a4b3c2d1e0f9a8b7c6d5e", "status": "done", "collection": "hr", "user": "ana",
+        "files": [{"source": "handbook.pdf", "status": "ingested", "chunks": 42, "pages": 12, "error": None},
+                  {"source": "notes.exe", "status": "failed", "chunks": 0, "pages": None,
+                   "error": "notes.exe: file type '.exe' is not accepted"}],
+        "progress": {"done": 1, "total": 1}, "chunks_added": 42, "total_chunks": 1234, "error": None,
+        "created_at": "2026-11-23T10:00:00+00:00", "started_at": "2026-11-23T10:00:00+00:00",
+        "finished_at": "2026-11-23T10:00:09+00:00"}]}}
+
+
+class JobsResponse(BaseModel):
+    jobs: list[JobOut]
+
+
+# ---- users, login, access ----------------------------------------------------------------------
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+    model_config = {"json_schema_extra": {"examples": [{"username": "ana", "password": "a long passphrase"}]}}
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    role: str = Field(description="'admin', 'editor' or 'reader'")
+    disabled: bool = False
+    created_at: str
+    groups: list[str] = Field(default_factory=list)
+
+
+class LoginResponse(BaseModel):
+    token: str = Field(description="Send as 'Authorization: Bearer <token>'")
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds the token stays valid")
+    user: UserPublic
+
+
+class MeResponse(BaseModel):
+    user: UserPublic
+    readable: list[str] | None = Field(description="Collections this user may ask (null: every collection)")
+    writable: list[str] | None = Field(description="Collections this user may change (null: every collection)")
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    role: str = Field(default="reader", description="'admin', 'editor' or 'reader'")
+    password: str | None = Field(default=None, min_length=8, max_length=1024, description="Left out: a random one "
+                                 "is made and returned once")
+
+    model_config = {"json_schema_extra": {"examples": [{"username": "ana", "role": "editor"}]}}
+
+
+class UserCreated(BaseModel):
+    user: UserPublic
+    password: str | None = Field(default=None, description="The generated password, shown only this once")
+
+
+class UserUpdate(BaseModel):
+    role: str | None = None
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    disabled: bool | None = None
+
+
+class UsersResponse(BaseModel):
+    users: list[UserPublic]
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field(default="api", max_length=64)
+    days: float | None = Field(default=None, gt=0, le=36500, description="Expires after this many days (default: "
+                               "never; at most 100 years)")
+
+
+class ApiKeyCreated(BaseModel):
+    id: int | None = None
+    key: str = Field(description="The API key, shown only this once; stored hashed")
+    username: str
+
+
+class ApiKeyOut(BaseModel):
+    id: int
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart")
+    username: str
+    created_at: str
+    expires_at: str | None = None
+
+
+class GrantIn(BaseModel):
+    collection: str = Field(description="A collection name, or '*' for every collection")
+    permission: str = Field(description="'read' or 'write' (write also gives read; it counts for editors)")
+    user: str | None = None
+    group: str | None = None
+
+    model_config = {"json_schema_extra": {"examples": [{"collection": "hr", "permission": "read", "group": "staff"}]}}
+
+
+class GroupIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: str
+    user: str | None
+    action: str = Field(description="e.g. 'ask', 'search', 'document.ingest', 'document.delete', 'login', "
+                        "'user.create', 'grant.add'")
+    collection: str | None
+    target: str | None
+    detail: dict[str, Any]
+
+
+class AuditResponse(BaseModel):
+    entries: list[AuditEntry]
+
+
+# ---- conversations and feedback -----------------------------------------------------------------
+
+
+class ConversationCreate(BaseModel):
+    title: str = Field(default="New conversation", min_length=1, max_length=200)
+    collection: str | None = None
+
+
+class ConversationRename(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    collection: str | None = None
+    created_at: str
+    updated_at: str
+    messages: int = Field(description="How many messages it holds")
+
+
+class ConversationsResponse(BaseModel):
+    conversations: list[ConversationOut]
+
+
+class MessageOut(BaseModel):
+    id: str
+    role: str = Field(description="'user' or 'assistant'")
+    content: str
+    created_at: str
+    refused: bool | None = None
+    citations: list[CitationOut] = Field(default_factory=list)
+    standalone_question: str | None = None
+    collection: str | None = None
+    feedback: dict[str, Any] | None = None
+
+
+class ConversationDetail(ConversationOut):
+    history: list[MessageOut]
+
+
+class FeedbackIn(BaseModel):
+    message_id: str = Field(description="The answer's message_id (from /v1/ask or a conversation's history)")
+    rating: Literal[-1, 1] = Field(description="1 (thumbs up) or -1 (thumbs down)")
+    comment: str | None = Field(default=None, max_length=4000)
+
+    model_config = {"json_schema_extra": {"examples": [{"message_id": "0f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c",
+                                                        "rating": -1, "comment": "Cites the 2019 policy"}]}}
+
+
+class FeedbackOut(BaseModel):
+    message_id: str
+    conversation_id: str
+    rating: int
+    comment: str | None = None

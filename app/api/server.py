@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -25,19 +23,28 @@ from app.api.schemas import (
     CitationOut,
     CollectionOut,
     CollectionsResponse,
-    DocumentOut,
     ErrorResponse,
     HealthResponse,
     HitOut,
-    IngestFileResult,
-    IngestResponse,
     SearchRequest,
     SearchResponse,
 )
-from app.errors import ConsultaError, NotFoundError
+from app.api.access import AUTH_ERRORS
+from app.api.access import router as access_router
+from app.api.conversations import router as conversations_router
+from app.api.metrics import install_metrics
+from app.api.deps import PrincipalDep, ServicesDep, TokenDep, get_principal, get_services  # noqa: F401 - get_services re-exported
+from app.api.documents import index_documents as _documents
+from app.api.documents import router as documents_router
+from app.api.reports import router as reports_router
+from app.auth import Principal
+from app.conversations import standalone_question
+from app.errors import AuthenticationError, ConsultaError, NotFoundError
+from ingest.language import detect_language
 from ingest.errors import IngestError, InputPathError
-from retrieval.errors import EmbedderMismatchError, IndexNotFoundError, RetrievalError
+from retrieval.errors import EmbedderMismatchError, IndexNotFoundError, IndexWriteError, RetrievalError
 from retrieval.types import SearchFilter
+from serving.openai_server import openai_router
 from serving.generator import EngineBusyError, PromptTooLongError, ServingError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +53,8 @@ VERSION = "0.1.0"
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Bad input"},
+    401: {"model": ErrorResponse, "description": "No valid API key or session token"},
+    403: {"model": ErrorResponse, "description": "Signed in, but not allowed (role or grants)"},
     404: {"model": ErrorResponse, "description": "No index yet, or no such collection"},
     429: {"model": ErrorResponse, "description": "The engine's queue is full: try again shortly"},
     503: {"model": ErrorResponse, "description": "The model is not available"},
@@ -64,6 +73,8 @@ def _error_status(e: Exception) -> tuple[int, str]:
             return 404, "no_index"
         case EmbedderMismatchError():
             return 409, "embedder_mismatch"
+        case IndexWriteError():
+            return 507, "insufficient_storage"
         case InputPathError():
             return 400, "bad_request"
         case IngestError():
@@ -79,22 +90,28 @@ def _error_json(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
 
 
-def _citation(c) -> CitationOut:
+def _citation(c, s=None, principal: Principal | None = None) -> CitationOut:
+    url = None
+    if s is not None and principal is not None and c.document_id:
+        url = (f"/v1/documents/{c.document_id}/file?{s.links.query(c.document_id, principal.user_id)}"
+               + (f"#page={c.page}" if c.page else ""))
     return CitationOut(n=c.n, chunk_id=c.chunk_id, source=c.source, title=c.title, page=c.page, section=c.section,
                        start=c.start, end=c.end, score=round(c.score, 4), text=c.text,
-                       dense_score=_round(c.dense_score))
+                       dense_score=_round(c.dense_score), document_id=c.document_id, collection=c.collection,
+                       snippet=c.snippet, snippet_start=c.snippet_start, snippet_end=c.snippet_end,
+                       supported=c.supported, support=_round(c.support), url=url)
 
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def _ask_response(answer) -> AskResponse:
+def _ask_response(answer, s=None, principal: Principal | None = None) -> AskResponse:
     return AskResponse(answer=answer.text, refused=answer.refused,
-                       citations=[_citation(c) for c in answer.citations],
+                       citations=[_citation(c, s, principal) for c in answer.citations],
                        timings=answer.timings, model=answer.model,
                        usage={**answer.usage, "language": answer.language,
-                              "sources": [_citation(c).model_dump() for c in answer.sources]})
+                              "sources": [_citation(c, s, principal).model_dump() for c in answer.sources]})
 
 
 def _sse(event: str, data: Any) -> bytes:
@@ -110,12 +127,13 @@ def _warm_up(services) -> None:
         logger.warning("warm-up failed: %s", e)
 
 
-def get_services(request: Request):
-    """The Services the app was created with (a FastAPI dependency)."""
-    return request.app.state.services
-
-
-ServicesDep = Annotated[Any, Depends(get_services)]
+def _read_filter(s, principal: Principal, collection: str | None) -> SearchFilter | None:
+    """The search filter for this caller: an unknown collection and one they may not read look the same (404)."""
+    if collection is not None:
+        known = {d["collection"] for d in _documents(s)}
+        if collection not in known or not principal.can_read(collection):
+            raise NotFoundError(f"no collection named '{collection}' (see GET /v1/collections)")
+    return principal.search_filter(collection)
 
 
 def create_app(services) -> FastAPI:
@@ -154,23 +172,33 @@ def create_app(services) -> FastAPI:
         return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else first.get("msg"))
 
     @app.get("/health", response_model=HealthResponse, tags=["system"])
-    def health(s: ServicesDep) -> HealthResponse:
+    def health(s: ServicesDep, token: TokenDep) -> HealthResponse:
+        """Open to all; `index_chunks` counts only the passages the caller may read (0 when not signed in)."""
         store = s.store
         try:
             if store.identity is None:
                 store.load()
             else:
                 store.refresh()
-            chunks = len(store)
         except IndexNotFoundError:
-            chunks = 0
+            pass
+        chunks = 0
+        if token:
+            try:
+                principal = s.access.authenticate(token)
+                chunks = sum(d["chunks"] for d in _documents(s) if principal.can_read(d["collection"]))
+            except AuthenticationError:
+                pass
         return HealthResponse(status="ok", index_chunks=chunks, model=s.settings.serving.model,
                               embedder=s.settings.retrieval.embedder, version=VERSION)
 
     @app.post("/v1/search", response_model=SearchResponse, responses=ERROR_RESPONSES, tags=["ask"])
-    def search(body: SearchRequest, s: ServicesDep) -> SearchResponse:
-        flt = SearchFilter(collections=(body.collection,)) if body.collection else None
+    def search(body: SearchRequest, s: ServicesDep, principal: PrincipalDep) -> SearchResponse:
+        """The passages that best match a query, from the collections the caller may read."""
+        flt = _read_filter(s, principal, body.collection)
         hits = s.retriever.retrieve(body.query, body.k, flt)
+        s.audit.record("search", user_id=principal.user_id, username=principal.username,
+                       collection=body.collection, query=body.query, hits=len(hits))
         return SearchResponse(hits=[HitOut(chunk_id=h.chunk.id, source=h.chunk.source, title=h.chunk.meta.get("title"),
                                            page=h.chunk.page, section=h.chunk.section, score=round(h.score, 4),
                                            text=h.chunk.text, dense_score=_round(h.dense_score)) for h in hits])
@@ -179,20 +207,50 @@ def create_app(services) -> FastAPI:
         **ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}},
                                  "description": "The answer; with stream=true, server-sent events "
                                                 "(sources, token..., done)"}}, tags=["ask"])
-    async def ask(body: AskRequest, request: Request, s: ServicesDep):
+    async def ask(body: AskRequest, request: Request, s: ServicesDep, principal: PrincipalDep):
+        """Answer from the collections the caller may read, citing its sources; saved in a conversation."""
         assistant = await anyio.to_thread.run_sync(lambda: s.assistant)
-        if body.collection:
-            known = {d["collection"] for d in await anyio.to_thread.run_sync(lambda: _documents(s))}
-            if body.collection not in known:
-                raise NotFoundError(f"no collection named '{body.collection}' (see GET /v1/collections)")
-        events = assistant.stream(body.question, collection=body.collection, k=body.k)
+        flt = await anyio.to_thread.run_sync(lambda: _read_filter(s, principal, body.collection))
+
+        def prepare() -> tuple[dict, str | None]:
+            if body.conversation_id:
+                conv = s.conversations.get(principal.user_id, body.conversation_id)
+                history = s.conversations.messages(principal.user_id, conv["id"])
+            else:
+                conv = s.conversations.create(principal.user_id, body.question, body.collection)
+                history = []
+            budget = s.settings.assistant.history_tokens
+            standalone = None
+            if history and budget > 0:
+                rewritten = standalone_question(s.generator, body.question, history, budget_tokens=budget)
+                standalone = rewritten if rewritten != body.question else None
+            s.conversations.add(conv["id"], "user", body.question,
+                                {"standalone_question": standalone, "collection": body.collection})
+            return conv, standalone
+
+        conv, standalone = await anyio.to_thread.run_sync(prepare)
+        events = assistant.stream(standalone or body.question, k=body.k, filter=flt,
+                                  language=detect_language(body.question))
+
+        def finish(answer) -> AskResponse:
+            response = _ask_response(answer, s, principal)
+            response.conversation_id = conv["id"]
+            response.standalone_question = standalone
+            response.message_id = s.conversations.add(
+                conv["id"], "assistant", answer.text,
+                {"refused": answer.refused, "collection": body.collection,
+                 "citations": [c.model_dump() for c in response.citations]})
+            s.audit.record("ask", user_id=principal.user_id, username=principal.username,
+                           collection=body.collection or "*", target=conv["id"], question=body.question,
+                           refused=answer.refused, cited=sorted({c.source for c in answer.citations}))
+            return response
+
         if not body.stream:
             def run():
                 for event, payload in events:
                     if event == "done":
-                        return payload
-            answer = await anyio.to_thread.run_sync(run)
-            return _ask_response(answer)
+                        return finish(payload)
+            return await anyio.to_thread.run_sync(run)
         # Take the first event before answering, so that errors (no index, busy) get their status code.
         first = await anyio.to_thread.run_sync(lambda: next(events))
 
@@ -201,11 +259,14 @@ def create_app(services) -> FastAPI:
             try:
                 while True:
                     if event == "sources":
-                        yield _sse("sources", {"citations": [_citation(c).model_dump() for c in payload]})
+                        yield _sse("sources", {"citations": [_citation(c, s, principal).model_dump()
+                                                             for c in payload],
+                                               "conversation_id": conv["id"]})
                     elif event == "token":
                         yield _sse("token", {"text": payload})
                     elif event == "done":
-                        yield _sse("done", _ask_response(payload).model_dump())
+                        response = await anyio.to_thread.run_sync(lambda: finish(payload))
+                        yield _sse("done", response.model_dump())
                         return
                     if await request.is_disconnected():
                         logger.info("client went away; cancelling the answer")
@@ -226,82 +287,24 @@ def create_app(services) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def _documents(s) -> list[dict[str, Any]]:
-        try:
-            store = s.store
-            if store.identity is None:
-                store.load()
-            else:
-                store.refresh()
-            return store.documents()
-        except IndexNotFoundError:
-            return []
-
-    @app.get("/v1/collections", response_model=CollectionsResponse, tags=["documents"])
-    def collections(s: ServicesDep) -> CollectionsResponse:
+    @app.get("/v1/collections", response_model=CollectionsResponse, tags=["documents"], responses=AUTH_ERRORS)
+    def collections(s: ServicesDep, principal: PrincipalDep) -> CollectionsResponse:
+        """The collections the caller may read (others are not listed)."""
         agg: dict[str, CollectionOut] = {}
         for d in _documents(s):
+            if not principal.can_read(d["collection"]):
+                continue
             c = agg.setdefault(d["collection"], CollectionOut(name=d["collection"], documents=0, chunks=0))
             c.documents += 1
             c.chunks += d["chunks"]
         return CollectionsResponse(collections=sorted(agg.values(), key=lambda c: c.name))
 
-    @app.get("/v1/documents", tags=["documents"])
-    def documents(s: ServicesDep, collection: str | None = None) -> dict[str, list[DocumentOut]]:
-        docs = [d for d in _documents(s) if collection is None or d["collection"] == collection]
-        return {"documents": [DocumentOut(document_id=d["document_id"], source=d["source"], title=d["title"],
-                                          collection=d["collection"], pages=d["pages"], chunks=d["chunks"])
-                              for d in docs]}
-
-    @app.post("/v1/documents", response_model=IngestResponse, responses=ERROR_RESPONSES, tags=["documents"])
-    def upload(s: ServicesDep, files: Annotated[list[UploadFile], File(description="PDF, Word (.docx), HTML, Markdown or text files")],
-               collection: Annotated[str, Form()] = "default") -> IngestResponse:
-        max_bytes = int(s.settings.api.max_upload_mb * 1024 * 1024)
-        upload_dir = s.settings.data_dir / "uploads" / collection
-        upload_dir.mkdir(parents=True, exist_ok=True)
-        saved: list[Path] = []
-        rejected: list[IngestFileResult] = []
-        for f in files:
-            name = Path(f.filename or "upload").name
-            if not name or name.startswith("."):
-                rejected.append(IngestFileResult(source=name or "(unnamed)", status="failed",
-                                                 error="file name is empty or hidden"))
-                continue
-            fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=upload_dir)
-            size = 0
-            with open(fd, "wb") as out:
-                while block := f.file.read(1 << 20):
-                    size += len(block)
-                    if size > max_bytes:
-                        break
-                    out.write(block)
-            if size > max_bytes:
-                Path(tmp).unlink(missing_ok=True)
-                rejected.append(IngestFileResult(source=name, status="failed",
-                                                 error=f"{name}: larger than {s.settings.api.max_upload_mb} MB"))
-                continue
-            target = upload_dir / name
-            shutil.move(tmp, target)
-            saved.append(target)
-        results = list(rejected)
-        total = 0
-        added = 0
-        if saved:
-            report = s.pipeline.ingest(saved, collection)
-            for r in report.files:
-                error = r.error.replace(f"{Path(r.source).parent}/", "") if r.error else None  # no server paths
-                results.append(IngestFileResult(source=Path(r.source).name, status=r.status, chunks=r.chunks,
-                                                pages=r.pages, error=error))
-                if r.status == "failed":
-                    Path(r.source).unlink(missing_ok=True)
-            total, added = report.total_chunks, report.chunks_added
-        return IngestResponse(collection=collection, files=results, chunks_added=added, total_chunks=total)
-
-    @app.delete("/v1/documents/{document_id}", tags=["documents"], responses=ERROR_RESPONSES)
-    def delete_document(document_id: str, s: ServicesDep) -> dict[str, Any]:
-        removed = s.pipeline.remove([document_id])
-        if not removed:
-            raise NotFoundError(f"no document with id {document_id}")
-        return {"deleted": document_id, "chunks_removed": removed}
-
+    app.include_router(access_router)
+    app.include_router(conversations_router)
+    app.include_router(documents_router)
+    app.include_router(reports_router)  # GET /v1/eval/reports (admins)
+    # the engine's OpenAI-compatible surface (/v1/chat/completions, /v1/completions, /v1/models), signed-in callers
+    app.include_router(openai_router(lambda: services.generator, default_max_tokens=services.settings.serving.max_tokens),
+                       dependencies=[Depends(get_principal)])
+    install_metrics(app, services)  # GET /metrics (Prometheus), open like /health
     return app

@@ -20,7 +20,9 @@ def client(tmp_path_factory, corpus_dir):
                                  "n_threads": 2})
     services = Services(settings)
     services.pipeline.ingest([corpus_dir], "demo")
-    with TestClient(create_app(services)) as c:
+    services.access.create_user("admin", "admin", "admin-passphrase")
+    key = services.access.create_api_key("admin")
+    with TestClient(create_app(services), headers={"Authorization": f"Bearer {key}"}) as c:
         yield c
     services.close()
 
@@ -91,8 +93,9 @@ def test_empty_question_is_422_with_error_shape(client):
 def test_upload_ingests_and_lists(client, tmp_path):
     files = [("files", ("canteen.md", b"# Canteen\n\nThe canteen serves lunch from 12:30 to 15:00.", "text/markdown")),
              ("files", ("broken.pdf", b"%PDF-1.4 nonsense", "application/pdf"))]
-    r = client.post("/v1/documents", files=files, data={"collection": "facilities"})
+    r = client.post("/v1/documents", files=files, data={"collection": "facilities"}, params={"wait": True})
     assert r.status_code == 200, r.text
+    assert r.json()["status"] == "done"
     status = {f["source"]: f for f in r.json()["files"]}
     assert status["canteen.md"]["status"] == "ingested" and status["canteen.md"]["chunks"] == 1
     assert status["broken.pdf"]["status"] == "failed" and status["broken.pdf"]["error"].startswith("broken.pdf: ")
@@ -103,8 +106,17 @@ def test_upload_ingests_and_lists(client, tmp_path):
 
 
 def test_openapi_documents_the_endpoints(client):
-    paths = client.get("/openapi.json").json()["paths"]
-    assert {"/health", "/v1/ask", "/v1/search", "/v1/collections", "/v1/documents"} <= set(paths)
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    assert {"/health", "/v1/ask", "/v1/search", "/v1/collections", "/v1/documents", "/v1/auth/login", "/v1/users",
+            "/v1/grants", "/v1/audit", "/v1/conversations", "/v1/feedback", "/v1/jobs/{job_id}",
+            "/v1/documents/{document_id}/file"} <= set(paths)
+    ask = paths["/v1/ask"]["post"]
+    assert {"401", "403", "404", "429"} <= set(ask["responses"])
+    assert ask["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    schemas = spec["components"]["schemas"]
+    assert schemas["AskRequest"]["examples"] and schemas["LoginRequest"]["examples"] and schemas["JobOut"]["examples"]
+    assert spec["components"]["securitySchemes"]  # the bearer / X-API-Key schemes show in /docs
 
 
 def test_uncited_answer_is_credited_to_the_source_that_holds_it():
