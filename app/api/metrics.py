@@ -138,6 +138,9 @@ def install_metrics(app: FastAPI, services: Any) -> CollectorRegistry:
                         ["method", "route"], registry=registry,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
     registry.register(EngineCollector(services))
+    from app.api.ingest_metrics import IngestCollector
+
+    registry.register(IngestCollector(services))
     app.add_middleware(HttpMetricsMiddleware, requests=requests, latency=latency)
 
     router = APIRouter(tags=["system"])
