@@ -96,8 +96,8 @@ def ui_server_without_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield url, dead_api
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")  # not session: Playwright's sync API keeps an event loop running in the main
+def browser():                   # thread while open, which breaks asyncio.run() in tests of other packages
     if not Path(CHROMIUM).exists():
         pytest.fail(f"No Chromium at {CHROMIUM}: run `apt-get install -y chromium` (or set CONSULTA_CHROMIUM)")
     from playwright.sync_api import sync_playwright
