@@ -112,7 +112,8 @@ def test_upload_a_pdf_then_ask_and_open_the_cited_page(page, ui_server, api_serv
     page.keyboard.press("Enter")
     expect(target).to_have_value(UPLOAD_COLLECTION)
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([pdf, broken])
-    page.get_by_role("button", name="Ingest 2 files").click()
+    # Streamlit re-renders the page after the files arrive; on a loaded 2-core machine that took over 30 s once
+    page.get_by_role("button", name="Ingest 2 files").click(timeout=120_000)
     result = page.locator(".st-key-upload-result")
     expect(result).to_contain_text(f"added to {UPLOAD_COLLECTION}", timeout=INGEST_TIMEOUT_MS)
     lines = result.inner_text().splitlines()
