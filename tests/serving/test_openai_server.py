@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import openai  # a test dependency ([test] extra), installed by `make test`
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -20,7 +21,6 @@ from fastapi import FastAPI
 from serving.engine import BatchingEngine
 from serving.openai_server import openai_router
 
-openai = pytest.importorskip("openai", reason="the openai client is a test dependency (pip install openai)")
 
 
 class Server:
