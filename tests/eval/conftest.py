@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_MODEL
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.ui.conftest import browser  # noqa: F401 - the same per-module headless Chromium
 
 PASSAGES = [
     ("Office#0", "Office", "The office opens at 8:00 and closes at 18:00 from Monday to Friday. Staff may work "
@@ -68,15 +68,3 @@ def eval_env(tmp_path_factory) -> dict[str, str]:
             "CONSULTA_SERVING__N_CTX": "4096", "CONSULTA_SERVING__MAX_SEQUENCES": "2",
             "CONSULTA_SERVING__MAX_TOKENS": "40", "CONSULTA_SERVING__N_THREADS": "2", "HF_HUB_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture(scope="module")  # not session: Playwright's sync API keeps an event loop running in the main
-def browser():                   # thread while open, which breaks asyncio.run() in tests of other packages
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"No Chromium at {CHROMIUM}: run `apt-get install -y chromium` (or set CONSULTA_CHROMIUM)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
