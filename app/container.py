@@ -148,7 +148,7 @@ class Services:
         return Retriever(self.embedder, self.store, reranker=self.reranker, candidates=s.candidates, mode=s.mode,
                          rrf_k=s.rrf_k, detect_language=detect_language, expander=self.expander,
                          feedback=s.feedback, diversity=s.diversity, dedup_threshold=s.dedup_threshold,
-                         mmr_lambda=s.mmr_lambda)
+                         mmr_lambda=s.mmr_lambda, identifier_weight=s.identifier_weight)
 
     @cached_property
     def pipeline(self) -> IngestPipeline:

@@ -56,6 +56,9 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(20, ge=1, le=500, description="First-stage hits taken from each of dense and BM25 "
                             "search, and handed (after fusion) to the re-ranker")
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)")
+    identifier_weight: float = Field(
+        1.0, ge=0.0, le=10.0, description="Hybrid fusion bonus for passages that hold the question's identifiers "
+        "(form, case or account numbers) verbatim, in first places of one more ranked list; 0 turns it off")
     bm25_k1: float = Field(0.9, ge=0.0, le=5.0, description="BM25 term-frequency saturation (k1 and b apply at "
                            "query time: changing them needs no reindex)")
     bm25_b: float = Field(0.4, ge=0.0, le=1.0, description="BM25 document-length normalisation")

@@ -2,7 +2,8 @@
 -> [re-rank] -> [diversity] -> hits.
 
 Modes: "dense" (embedding cosine), "bm25" (lexical, stemmed per language) and "hybrid" (both, merged by
-reciprocal rank fusion: each hit scores sum(1 / (rrf_k + rank)) over the lists it appears in). Whatever
+reciprocal rank fusion: each hit scores sum(1 / (rrf_k + rank)) over the lists it appears in, plus a
+bonus for holding the query's identifiers, such as form numbers, verbatim). Whatever
 the mode, every hit carries `dense_score`, the cosine of query and chunk, so that the "documents don't
 say" threshold keeps one scale.
 
@@ -15,6 +16,7 @@ MMR over the re-ranked list.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +58,41 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60) -> li
     return [(first[cid], fused[cid]) for cid in order]
 
 
+# An identifier: a token holding a digit and a letter ("W-9", "DS2031", "B12"), digits joined by - or /
+# ("1234567-12", "2024/031"), or a long run of digits (an account or file number). Years and plain
+# amounts ("2023", "3.5", "1,200") are not identifiers.
+_IDENTIFIER = re.compile(
+    r"(?<![\w])(?=[\w./-]*\d)(?:[A-Za-z0-9]+(?:[-/][A-Za-z0-9]+)+|(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]*\d[A-Za-z0-9]*"
+    r"|\d{5,})(?![\w])")
+
+
+def query_identifiers(query: str) -> list[str]:
+    """The identifier-like tokens of a query (form, case, article or account numbers), lowercased, unique."""
+    seen: dict[str, None] = {}
+    for m in _IDENTIFIER.finditer(query):
+        tok = m.group(0).lower()
+        if any(c.isdigit() for c in tok):
+            seen.setdefault(tok, None)
+    return list(seen)
+
+
+def identifier_boost(fused: Sequence[tuple[Hit, float]], identifiers: Sequence[str], bonus: float
+                     ) -> list[tuple[Hit, float]]:
+    """`fused` with `bonus` x (share of `identifiers` found verbatim in a chunk's text) added, best first.
+
+    Fusion by rank forgets that a chunk matched a form number exactly: a chunk first in BM25 for
+    "form 1234567-12" but outside the dense list ends below chunks that both lists rank middling.
+    """
+    if not identifiers or bonus <= 0:
+        return list(fused)
+    patterns = [re.compile(r"(?<![\w-])" + re.escape(t) + r"(?![\w]|-\w)", re.IGNORECASE) for t in identifiers]
+    rescored = []
+    for hit, score in fused:
+        found = sum(1 for p in patterns if p.search(hit.chunk.text))
+        rescored.append((hit, score + bonus * found / len(patterns)))
+    return sorted(rescored, key=lambda hs: -hs[1])  # stable: ties keep the fused order
+
+
 class Retriever:
     """Dense, BM25 or hybrid retrieval over a FaissStore, picking up generations other processes publish.
 
@@ -68,7 +105,7 @@ class Retriever:
                  candidates: int = 20, mode: RetrievalMode = "hybrid", rrf_k: int = 60,
                  detect_language: Callable[[str], str] | None = None, expander: QueryExpander | None = None,
                  feedback: int = 0, diversity: Diversity = "none", dedup_threshold: float = 0.95,
-                 mmr_lambda: float = 0.7) -> None:
+                 mmr_lambda: float = 0.7, identifier_weight: float = 1.0) -> None:
         if diversity not in ("none", "dedup", "mmr"):
             raise ValueError(f"unknown diversity {diversity!r}: choose none, dedup or mmr")
         if mode not in MODES:
@@ -87,6 +124,7 @@ class Retriever:
         self.diversity = diversity
         self.dedup_threshold = dedup_threshold
         self.mmr_lambda = mmr_lambda
+        self.identifier_weight = identifier_weight
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
@@ -153,7 +191,11 @@ class Retriever:
             ranked = rankings[0]
             hits = self._with_dense_scores(vector, ranked, [h.score for h in ranked])
         else:
-            fused = reciprocal_rank_fusion(rankings, self.rrf_k)[:depth]
+            fused = reciprocal_rank_fusion(rankings, self.rrf_k)
+            if self.mode != "dense":
+                bonus = self.identifier_weight / (self.rrf_k + 1)  # worth a first place in one more list
+                fused = identifier_boost(fused, query_identifiers(query), bonus)
+            fused = fused[:depth]
             hits = self._with_dense_scores(vector, [h for h, _ in fused], [s for _, s in fused])
         t2 = time.perf_counter()
         diverse = self.diversity != "none"

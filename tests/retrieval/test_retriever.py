@@ -123,3 +123,45 @@ def test_filters_on_section_and_dates_through_the_retriever(embedder, store):
         r = retriever(embedder, store, mode)
         assert r.retrieve("canteen", 3, SearchFilter(modified_before=timestamp("2000-01-01"))) == []
         assert len(r.retrieve("canteen", 3, SearchFilter(sections=("nothing like it",)))) == 0
+
+
+def test_query_identifiers_are_codes_not_years_or_amounts():
+    from retrieval.retriever import query_identifiers
+    assert query_identifiers("Who signs form 1234567-12 and W-9?") == ["1234567-12", "w-9"]
+    assert query_identifiers("Llei 19/2014, article DS2031, compte 00123456") == ["19/2014", "ds2031", "00123456"]
+    assert query_identifiers("Sales in 2023 were 3.5 million, 1,200 units") == []
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory, embedder):
+    """100 look-alike policies, as the load test uploads them, each naming its own form number."""
+    import random
+    rng = random.Random(7)
+    topics = ["travel", "leave", "procurement", "safety", "training", "archives", "budget", "IT equipment"]
+    chunks, codes = [], []
+    for i in range(100):
+        code = f"{rng.randrange(10**6, 10**7)}-{i}"
+        topic = rng.choice(topics)
+        text = " ".join(f"{topic.title()} rule {j}: staff submit form {code} to the {topic} office within "
+                        f"{rng.randint(2, 30)} days; approvals take {rng.randint(1, 9)} working days."
+                        for j in range(rng.randint(3, 12)))
+        chunks.append(Chunk(f"p{i}", f"p{i}", text, 0, len(text), {"source": f"/docs/policy-{i}.md",
+                                                                  "collection": "load", "language": "en"}))
+        codes.append(code)
+    root = tmp_path_factory.mktemp("policies") / "index"
+    with FaissStore(root).writer(IndexIdentity(embedder.model_id, embedder.dim)) as w:
+        w.add(chunks, embedder.embed_documents([c.text for c in chunks]))
+    return FaissStore(root), codes
+
+
+def test_a_form_number_finds_its_policy_in_hybrid_search(embedder, policies):
+    """Rank fusion alone lets look-alike passages that both lists rank middling bury the one exact match."""
+    store, codes = policies
+
+    def found(weight: float) -> int:
+        r = Retriever(embedder, store, mode="hybrid", candidates=20, identifier_weight=weight,
+                      detect_language=detect_language)
+        return sum(f"p{i}" in [h.chunk.id for h in r.retrieve(f"form {code}", 3)] for i, code in enumerate(codes))
+
+    assert found(0.0) < 100, "precondition: plain fusion misses some"
+    assert found(1.0) == 100
