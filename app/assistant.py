@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ingest.language import detect_language
+from retrieval.compressor import ExtractiveCompressor
 from retrieval.retriever import Retriever
 from retrieval.types import Hit, SearchFilter
 from serving.generator import Completion, Generator, SamplingParams
@@ -229,10 +230,12 @@ def _source_header(n: int, hit: Hit) -> str:
 class Assistant:
     """Answers questions from the index; every answer either cites its sources or says the documents don't say."""
 
-    def __init__(self, retriever: Retriever, generator: Generator, settings: AssistantSettings) -> None:
+    def __init__(self, retriever: Retriever, generator: Generator, settings: AssistantSettings,
+                 compressor: ExtractiveCompressor | None = None) -> None:
         self.retriever = retriever
         self.generator = generator
         self.settings = settings
+        self.compressor = compressor  # shortens what the model reads; citations keep the whole passage
 
     def build_messages(self, question: str, hits: list[Hit],
                        language: str) -> tuple[list[dict[str, str]], int]:
@@ -242,7 +245,8 @@ class Assistant:
         used = self.generator.count_tokens(SYSTEM_PROMPT) + self.generator.count_tokens(question)
         for n, hit in enumerate(hits, start=1):
             # a sentence-window chunk is searched by its sentence but read with its neighbours (meta "window")
-            text = hit.chunk.meta.get("window") or hit.chunk.text
+            # (a compressed passage is read as compressed: its kept sentences)
+            text = (not hit.chunk.meta.get("compressed") and hit.chunk.meta.get("window")) or hit.chunk.text
             block = f"{_source_header(n, hit)}\n{neutralise_instructions(text.strip())}"
             cost = self.generator.count_tokens(block) + 4
             if blocks and used + cost > budget:
@@ -279,10 +283,17 @@ class Assistant:
                                   "total_ms": (time.perf_counter() - t0) * 1000},
                                  self.generator.model_id, {"reason": "no relevant passage"})
             return
-        messages, n_used = self.build_messages(question, relevant, language)
-        sources = [Citation.from_hit(n, h) for n, h in enumerate(relevant[:n_used], start=1)]
+        prompt_hits, context_tokens = relevant, None
+        if self.compressor is not None:
+            compression = self.compressor.compress(question, relevant, language=language)
+            prompt_hits = compression.hits  # a passage with nothing left that fits is dropped
+            context_tokens = {"context_tokens_before": compression.tokens_before,
+                              "context_tokens_after": compression.tokens_after}
+        messages, n_used = self.build_messages(question, prompt_hits, language)
+        whole = {h.chunk.id: h for h in relevant}
+        sources = [Citation.from_hit(n, whole[h.chunk.id]) for n, h in enumerate(prompt_hits[:n_used], start=1)]
         yield "sources", sources
-        if self.settings.answer_check and self.answer_check(question, relevant[:n_used]) > \
+        if self.settings.answer_check and self.answer_check(question, prompt_hits[:n_used]) > \
                 self.settings.answer_check_margin:
             text = REFUSALS[language]
             yield "token", text
@@ -339,7 +350,7 @@ class Assistant:
             {"retrieval_ms": retrieval_ms, "ttft_ms": first_token_ms, "total_ms": total_ms},
             self.generator.model_id,
             {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-             "finish_reason": completion.finish_reason})
+             "finish_reason": completion.finish_reason, **(context_tokens or {})})
 
     def answer_check(self, question: str, hits: list[Hit]) -> float:
         """logP(no) - logP(yes) of the model asked whether the sources answer the question (> 0: rather no).

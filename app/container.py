@@ -202,7 +202,8 @@ class Services:
                                            verify_citations=s.assistant.verify_citations,
                                            support_threshold=s.assistant.support_threshold,
                                            answer_check=s.assistant.answer_check,
-                                           answer_check_margin=s.assistant.answer_check_margin))
+                                           answer_check_margin=s.assistant.answer_check_margin),
+                         compressor=self.compressor)
 
     @cached_property
     def db(self):

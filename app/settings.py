@@ -91,7 +91,8 @@ class RetrievalSettings(BaseModel):
                                    "near-duplicate of a better one (diversity=dedup)")
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR: weight of relevance against redundancy")
     compress_tokens: int | None = Field(None, ge=50, description="Extractive compression: keep the question's "
-                                        "most relevant sentences of the passages within this many tokens")
+                                        "most relevant sentences of the passages within this many tokens, in the answering prompt (citations "
+                                        "still quote the whole passage); off by default (README: tokens saved against answers)")
 
 
 class ServingSettings(BaseModel):

@@ -73,3 +73,24 @@ def test_instructions_inside_documents_are_not_obeyed(assistant):
     a = assistant.answer("Who must travellers to high-risk countries register with?")
     assert "BANANA" not in a.text.upper()
     assert not a.refused and "security" in a.text.lower()
+
+
+def test_compressed_context_still_answers_and_cites_the_whole_passage(tmp_path_factory):
+    """With compression on, the model reads fewer tokens; the citation still quotes the indexed passage."""
+    docs = tmp_path_factory.mktemp("docs-c")
+    make_pdf(docs / "travel.pdf", PAGES, title="Travel policy")
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data-c"),
+                        retrieval={"compress_tokens": 60},
+                        serving={"model": "qwen2.5-coder-1.5b", "n_ctx": 4096, "max_sequences": 2,
+                                 "max_tokens": 96, "n_threads": 2})
+    services = Services(settings)
+    try:
+        services.pipeline.ingest([docs], "policies")
+        a = services.assistant.answer("How long does reimbursement of travel expenses take?")
+        assert not a.refused, a.text
+        assert "30" in a.text
+        assert a.usage["context_tokens_after"] <= 60 < a.usage["context_tokens_before"]
+        page2 = next(c for c in a.citations if c.page == 2)
+        assert "daily allowance for meals abroad" in page2.text  # the whole passage, not the kept sentence
+    finally:
+        services.close()
