@@ -39,6 +39,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -171,7 +172,8 @@ class LlamaServer:
         cmd = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(self.port), "-np", str(parallel),
                "-c", str(n_ctx), "-t", str(threads), "-tb", str(threads), "-ngl", str(n_gpu_layers),
                *extra_args]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -185,14 +187,17 @@ class LlamaServer:
         raise RuntimeError(f"llama-server did not become healthy: {' '.join(cmd)}")
 
     def runner(self, max_tokens: int) -> Callable[[str], Timing]:
-        client = httpx.Client(timeout=600)
+        # a fresh connection per request: the server drops keep-alive connections idle for 5 s, and a
+        # pooled one that it dropped fails the next request ("Server disconnected without sending a response")
+        client = httpx.Client(timeout=600, limits=httpx.Limits(max_keepalive_connections=0))
 
         def run(prompt: str) -> Timing:
             timing = Timing(time.perf_counter(), [])
             body = {"prompt": prompt, "n_predict": max_tokens, "temperature": 0.0, "stream": True,
                     "cache_prompt": False}
             with client.stream("POST", f"{self.url}/completion", json=body) as response:
-                response.raise_for_status()
+                if response.status_code != 200 or self.process.poll() is not None:
+                    raise RuntimeError(f"llama-server failed (HTTP {response.status_code}); its log: {self.log.name}")
                 for line in response.iter_lines():
                     if line.startswith("data:"):
                         event = json.loads(line[5:])
