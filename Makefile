@@ -32,8 +32,8 @@ bench-retrieval: $(INSTALL_STAMP)  ## dense retrieval quality per embedder on ..
 bench-hybrid: $(INSTALL_STAMP)  ## BM25 vs dense (e5) vs hybrid on ../shared/data; passage vectors cached in /tmp
 	$(PY) bench/hybrid.py --max-queries 300
 
-bench-engine: $(INSTALL_STAMP)  ## continuous batching vs one-after-another vs llama-server (built into /tmp once)
-	LS=$$(bash bench/setup_llama_server.sh 2>/dev/null | tail -n 1); \
+bench-engine: $(INSTALL_STAMP)  ## continuous batching vs one-after-another vs llama-server (same llama.cpp, built into /tmp once)
+	LS=$$(bash bench/setup_llama_server.sh --matched 2>/dev/null | tail -n 1); \
 	$(PY) bench/engine.py --json $${LS:+--llama-server-bin $$LS}
 
 bench: bench-retrieval bench-hybrid bench-engine
