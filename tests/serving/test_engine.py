@@ -245,3 +245,28 @@ def test_a_shared_system_prompt_is_read_once_and_outputs_do_not_change(engine):
     assert all(s.completion.extra.get("cached_tokens", 0) >= shared for s in others)
     assert engine.stats()["prompt_tokens_reused_total"] - reused >= 3 * shared
     assert engine.stats()["kv_cells_used"] == 0
+
+
+def test_every_forward_pass_runs_on_the_decode_thread(smollm2_path, monkeypatch):
+    """libgomp keeps a thread team per calling thread; a second team made each token 25% slower (README)."""
+    import threading
+
+    import serving.engine as engine_module
+
+    callers: set[str] = set()
+    real = engine_module.llama_cpp.llama_decode
+
+    def recording(ctx, batch):
+        callers.add(threading.current_thread().name)
+        return real(ctx, batch)
+
+    monkeypatch.setattr(engine_module.llama_cpp, "llama_decode", recording)
+    eng = BatchingEngine(smollm2_path, n_ctx=1024, n_threads=2, max_sequences=2, n_batch=128)
+    try:
+        eng.warm_up()
+        done = eng.generate([{"role": "user", "content": "Hello"}], SamplingParams(max_tokens=4, temperature=0.0))
+        assert done.completion_tokens > 0
+        eng.next_token_logprobs(["Is the sky blue?"], ["yes", "no"])
+    finally:
+        eng.close()
+    assert callers == {f"engine-{eng.model_id}"}
