@@ -90,9 +90,10 @@ class RetrievalSettings(BaseModel):
     dedup_threshold: float = Field(0.95, ge=0.5, le=1.0, description="Cosine at or above which a passage is a "
                                    "near-duplicate of a better one (diversity=dedup)")
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR: weight of relevance against redundancy")
-    compress_tokens: int | None = Field(None, ge=50, description="Extractive compression: keep the question's "
-                                        "most relevant sentences of the passages within this many tokens, in the answering prompt (citations "
-                                        "still quote the whole passage); off by default (README: tokens saved against answers)")
+    compress_tokens: int | None = Field(
+        None, ge=50, description="Extractive compression: keep the question's most relevant sentences of the "
+        "passages within this many tokens, in the answering prompt (citations still quote the whole passage); "
+        "off by default (README: tokens saved against answers)")
 
 
 class ServingSettings(BaseModel):

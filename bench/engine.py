@@ -214,6 +214,7 @@ class LlamaServer:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()  # the file stays, for reading after a failure
 
 
 def summarize(system: str, concurrency: int, timings: list[Timing], wall_s: float) -> dict:
