@@ -3,7 +3,7 @@
     bash bench/setup_llama_server.sh          # once: builds llama-server into /tmp (AGPL; a baseline only)
     python bench/engine.py [--model PATH] [--threads 2] [--concurrency 1,4,8,16] [--prompt-tokens 234]
                            [--max-tokens 64] [--rounds 1] [--n-gpu-layers 0] [--llama-server-bin PATH]
-                           [--shared-prefix-tokens 0] [--json]
+                           [--shared-prefix-tokens 0] [--repeat 1] [--json]
 
 Same GGUF, same threads, same greedy requests for every system:
 
@@ -22,6 +22,11 @@ from their first token (no prefix reuse) and ask the model to count, so that gen
 run to `--max-tokens`. Reported per system and N: aggregate generated tokens/s over the wall time,
 TTFT (submit -> first token, queueing included) and TPOT (mean gap between later tokens),
 p50 and p95 over requests, and whether consulta's greedy text equals sequential's.
+
+`--repeat R` measures every system R times, interleaved (A B C, then C B A, ...), and reports for each
+system and N the median of each figure over the R runs, with every run's tokens/s in `tok_s_runs`: on a
+shared or virtual machine the same work varies by 10-15% from minute to minute, so one run of each system
+can favour whichever ran at the quieter minute.
 
 Each system runs in its own process (two llama.cpp contexts in one process, each with its own
 OpenMP thread pool, slowed each other down). Uses only numpy, httpx and llama_cpp besides the
@@ -46,12 +51,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from llama_cpp import Llama  # before numpy: on some machines numpy's bundled OpenMP clashes with ggml's
-
-import httpx
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import serving  # noqa: E402,F401  first: sets libgomp's wait policy for every system here (serving/__init__.py)
+from llama_cpp import Llama  # noqa: E402  before numpy: on some machines numpy's OpenMP clashes with ggml's
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
 
 from serving.engine import BatchingEngine  # noqa: E402
 from serving.generator import SamplingParams  # noqa: E402
@@ -236,6 +242,22 @@ def summarize(system: str, concurrency: int, timings: list[Timing], wall_s: floa
     }
 
 
+def _median_row(rows: list[dict]) -> dict:
+    """One row per system and concurrency: each numeric figure's median over the repeated runs."""
+    if len(rows) == 1:
+        return rows[0]
+    row = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, (int, float)) and key != "concurrency":
+            values = [r[key] for r in rows if r.get(key) is not None]
+            median = float(np.median(values)) if values else None
+            if median is not None:
+                median = int(median) if isinstance(value, int) else round(median, 3 if key.startswith("engine_") else 1)
+            row[key] = median
+    row["tok_s_runs"] = [r["tok_s"] for r in rows]
+    return row
+
+
 def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[list[dict], dict[int, list[str]]]:
     """Run every concurrency level against one system, in this process."""
     per_seq = args.prompt_tokens + args.max_tokens + 32
@@ -245,7 +267,8 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
     if system == "consulta":
         engine = BatchingEngine(args.model, n_ctx=n_ctx_seq * max(levels), n_threads=args.threads,
                                 n_gpu_layers=args.n_gpu_layers, max_sequences=max(levels), n_batch=args.n_batch,
-                                max_queue=max(levels) * args.rounds, prefix_reuse=not args.no_prefix_reuse)
+                                max_queue=max(levels) * args.rounds, prefix_reuse=not args.no_prefix_reuse,
+                                repack=not args.no_repack)
         engine.warm_up()
     elif system == "sequential":
         # n_threads_batch too: Llama's default is every core for prompt processing
@@ -262,7 +285,7 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
                 run_one = sequential_runner(llm, args.max_tokens)
             else:
                 server = LlamaServer(args.llama_server_bin, args.model, n, n_ctx_seq * n, args.threads,
-                                     args.n_gpu_layers, args.llama_server_args.split())
+                                     args.n_gpu_layers, args.llama_server_args.split() + ["-nr"] * args.no_repack)
                 run_one = server.runner(args.max_tokens)
             try:
                 run_one(prompts.pop())  # unmeasured: first-use costs (GPU kernels, cuBLAS) land here
@@ -304,7 +327,11 @@ def main() -> None:
                     help="extra llama-server flags (default: flash attention off, as the engine)")
     ap.add_argument("--shared-prefix-tokens", type=int, default=0, help="tokens every prompt starts with")
     ap.add_argument("--no-prefix-reuse", action="store_true", help="the engine reads shared prefixes again")
+    ap.add_argument("--no-repack", action="store_true", help="llama.cpp's CPU weight repacking off in the engine "
+                    "and llama-server (-nr); llama-cpp-python's Llama (sequential) offers no switch and keeps it")
     ap.add_argument("--systems", default="consulta,sequential", help="any of consulta,sequential,llama-server")
+    ap.add_argument("--repeat", type=int, default=1, help="measure every system this many times, interleaved; "
+                    "report medians")
     ap.add_argument("--json", action="store_true", help="print the JSON result on one line")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -322,21 +349,27 @@ def main() -> None:
         return
     # Each system runs in its own process: two llama.cpp contexts in one process (two OpenMP
     # thread pools) slowed the second one by up to 2.5x on a 16-core machine.
-    results, texts = [], {}
-    for system in systems:
-        argv, skip = [], False
-        for a in sys.argv[1:]:  # drop "--systems X" / "--systems=X"
-            if skip:
-                skip = False
-            elif a == "--systems":
-                skip = True
-            elif not a.startswith("--systems="):
-                argv.append(a)
-        child = subprocess.run([sys.executable, __file__, *argv, "--systems", system, "--child"],
-                               stdout=subprocess.PIPE, text=True, check=True)
-        out = json.loads(child.stdout.strip().splitlines()[-1])
-        results += out["results"]
-        texts[system] = {int(n): t for n, t in out["texts"].items()}
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # drop "--systems X" / "--systems=X"
+        if skip:
+            skip = False
+        elif a == "--systems":
+            skip = True
+        elif not a.startswith("--systems="):
+            argv.append(a)
+    runs: dict[tuple[str, int], list[dict]] = {}
+    texts: dict[str, dict[int, list[str]]] = {}
+    for rep in range(args.repeat):
+        for system in (systems if rep % 2 == 0 else systems[::-1]):  # interleaved: A B C, C B A, ...
+            if args.repeat > 1:
+                print(f"run {rep + 1}/{args.repeat}: {system}", file=sys.stderr, flush=True)
+            child = subprocess.run([sys.executable, __file__, *argv, "--systems", system, "--child"],
+                                   stdout=subprocess.PIPE, text=True, check=True)
+            out = json.loads(child.stdout.strip().splitlines()[-1])
+            for row in out["results"]:
+                runs.setdefault((system, row["concurrency"]), []).append(row)
+            texts.setdefault(system, {int(n): t for n, t in out["texts"].items()})  # the first run's texts
+    results = [_median_row(rows) for rows in runs.values()]
     if "consulta" in texts and "sequential" in texts:
         for row in results:
             a, b = texts["consulta"][row["concurrency"]], texts["sequential"][row["concurrency"]]
@@ -345,8 +378,9 @@ def main() -> None:
     results.sort(key=lambda r: (r["concurrency"], order[r["system"]]))
     out = {"results": results, "model": Path(args.model).name, "threads": args.threads,
            "n_gpu_layers": args.n_gpu_layers, "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
-           "rounds": args.rounds, "n_batch": args.n_batch, "shared_prefix_tokens": args.shared_prefix_tokens,
-           "prefix_reuse": not args.no_prefix_reuse,
+           "rounds": args.rounds, "repeat": args.repeat, "n_batch": args.n_batch,
+           "shared_prefix_tokens": args.shared_prefix_tokens,
+           "prefix_reuse": not args.no_prefix_reuse, "repack": not args.no_repack,
            "llama_server_args": args.llama_server_args if args.llama_server_bin else None,
            "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}  # other work on the machine skews figures
     print(json.dumps(out, indent=None if args.json else 1))

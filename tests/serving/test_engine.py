@@ -270,3 +270,43 @@ def test_every_forward_pass_runs_on_the_decode_thread(smollm2_path, monkeypatch)
     finally:
         eng.close()
     assert callers == {f"engine-{eng.model_id}"}
+
+
+def _libgomp_settings(env_extra: dict[str, str]) -> str:
+    """What llama.cpp's libgomp reports reading, in a fresh process that imports the engine."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(OMP_DISPLAY_ENV="verbose", **env_extra)
+    done = subprocess.run([sys.executable, "-c", "import serving.engine"], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120, check=True)
+    return done.stderr
+
+
+def test_libgomp_loads_with_the_engines_wait_policy_and_the_users_wins():
+    """The wait policy must reach libgomp before it is loaded (serving/__init__.py); a user's choice is kept."""
+    ours = _libgomp_settings({})
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in ours
+    assert "GOMP_SPINCOUNT = '300000'" in ours
+    theirs = _libgomp_settings({"OMP_WAIT_POLICY": "passive"})
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in theirs
+    assert "GOMP_SPINCOUNT = '0'" in theirs  # passive means no spinning: our spin count must not creep in
+
+
+def test_an_idle_engine_does_not_keep_a_core_busy(smollm2_path):
+    """Active waiting is bounded: after a request, the llama.cpp threads go to sleep, not spin on."""
+    eng = BatchingEngine(smollm2_path, n_ctx=1024, n_threads=2, max_sequences=2, n_batch=128)
+    try:
+        eng.warm_up()
+        eng.generate([{"role": "user", "content": "Hello"}], SamplingParams(max_tokens=8, temperature=0.0))
+        time.sleep(0.5)
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        time.sleep(2.0)
+        cpu_s = time.process_time() - cpu_before
+        wall_s = time.perf_counter() - wall_before
+    finally:
+        eng.close()
+    assert cpu_s < 0.2 * wall_s, f"the idle engine used {cpu_s:.2f} s of CPU in {wall_s:.2f} s"
