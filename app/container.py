@@ -179,7 +179,7 @@ class Services:
                 path = resolve_model(s.model, self.settings.models_dir)
                 return BatchingEngine(str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
                                       max_sequences=s.max_sequences, n_batch=s.n_batch, max_queue=s.max_queue,
-                                      flash_attn=s.flash_attn, prefix_reuse=s.prefix_reuse, repack=s.repack,
+                                      flash_attn=s.flash_attn, prefix_reuse=s.prefix_reuse,
                                       request_timeout_s=s.request_timeout_s)
             case "remote":
                 from serving.remote import OpenAIRemoteGenerator

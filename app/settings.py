@@ -110,9 +110,6 @@ class ServingSettings(BaseModel):
     flash_attn: bool = Field(False, description="Flash attention (slower on the CPUs we measured)")
     prefix_reuse: bool = Field(True, description="Copy the KV of a prompt prefix another request already read "
                                "(the shared system prompt) instead of reading it again")
-    repack: bool = Field(True, description="Let llama.cpp repack Q4_0/Q4_K weights for faster CPU kernels; "
-                         "false makes greedy answers independent of how many are generated together, "
-                         "at a cost in speed (README: Serving engine)")
     request_timeout_s: float | None = Field(None, gt=0, description="Fail a generation still unfinished this "
                                             "long after it was submitted (queueing included); none by default")
     max_tokens: int = Field(384, ge=1, le=4096, description="Longest answer in tokens")

@@ -267,8 +267,7 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
     if system == "consulta":
         engine = BatchingEngine(args.model, n_ctx=n_ctx_seq * max(levels), n_threads=args.threads,
                                 n_gpu_layers=args.n_gpu_layers, max_sequences=max(levels), n_batch=args.n_batch,
-                                max_queue=max(levels) * args.rounds, prefix_reuse=not args.no_prefix_reuse,
-                                repack=not args.no_repack)
+                                max_queue=max(levels) * args.rounds, prefix_reuse=not args.no_prefix_reuse)
         engine.warm_up()
     elif system == "sequential":
         # n_threads_batch too: Llama's default is every core for prompt processing
@@ -285,7 +284,7 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
                 run_one = sequential_runner(llm, args.max_tokens)
             else:
                 server = LlamaServer(args.llama_server_bin, args.model, n, n_ctx_seq * n, args.threads,
-                                     args.n_gpu_layers, args.llama_server_args.split() + ["-nr"] * args.no_repack)
+                                     args.n_gpu_layers, args.llama_server_args.split())
                 run_one = server.runner(args.max_tokens)
             try:
                 run_one(prompts.pop())  # unmeasured: first-use costs (GPU kernels, cuBLAS) land here
@@ -327,8 +326,6 @@ def main() -> None:
                     help="extra llama-server flags (default: flash attention off, as the engine)")
     ap.add_argument("--shared-prefix-tokens", type=int, default=0, help="tokens every prompt starts with")
     ap.add_argument("--no-prefix-reuse", action="store_true", help="the engine reads shared prefixes again")
-    ap.add_argument("--no-repack", action="store_true", help="llama.cpp's CPU weight repacking off in the engine "
-                    "and llama-server (-nr); llama-cpp-python's Llama (sequential) offers no switch and keeps it")
     ap.add_argument("--systems", default="consulta,sequential", help="any of consulta,sequential,llama-server")
     ap.add_argument("--repeat", type=int, default=1, help="measure every system this many times, interleaved; "
                     "report medians")
@@ -380,7 +377,7 @@ def main() -> None:
            "n_gpu_layers": args.n_gpu_layers, "prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
            "rounds": args.rounds, "repeat": args.repeat, "n_batch": args.n_batch,
            "shared_prefix_tokens": args.shared_prefix_tokens,
-           "prefix_reuse": not args.no_prefix_reuse, "repack": not args.no_repack,
+           "prefix_reuse": not args.no_prefix_reuse,
            "llama_server_args": args.llama_server_args if args.llama_server_bin else None,
            "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}  # other work on the machine skews figures
     print(json.dumps(out, indent=None if args.json else 1))

@@ -115,11 +115,6 @@ class BatchingEngine:
             every token attends over the whole buffer (slower with several sequences).
         prefix_reuse: a new request whose prompt starts like one already in the KV cache (a shared
             system prompt, the same instructions) copies that prefix's KV instead of reading it again.
-        repack: let llama.cpp repack weights for its CPU matrix kernels (Q4_0, Q4_K, IQ4_NL on AVX2 and
-            NEON). Faster, but those kernels take a step's rows four at a time and the rest one by one,
-            so a token's arithmetic, and on a near-tie its greedy choice, depends on how many requests
-            share the step. False: every row goes through the same per-row kernel, and greedy output is
-            the same alone or batched.
     """
 
     def __init__(
@@ -137,7 +132,6 @@ class BatchingEngine:
         n_ctx_per_seq: int | None = None,
         kv_unified: bool = False,
         prefix_reuse: bool = True,
-        repack: bool = True,
     ) -> None:
         self.model_path = Path(model_path).expanduser()
         if not self.model_path.is_file():
@@ -163,7 +157,6 @@ class BatchingEngine:
         self.request_timeout_s = request_timeout_s
         self.kv_unified = kv_unified
         self.prefix_reuse = prefix_reuse
-        self.repack = repack
         self._n_ctx_per_seq_setting = n_ctx_per_seq
         self.n_ctx_per_seq = n_ctx_per_seq or n_ctx // max_sequences  # final after warm_up
 
@@ -235,7 +228,6 @@ class BatchingEngine:
     def _load(self) -> None:
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
-        mparams.use_extra_bufts = self.repack  # llama.cpp's CPU weight repacking ("extra buffer types")
         model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), mparams)
         if not model:
             raise ServingError(f"llama.cpp could not load {self.model_path} (not a GGUF model, or unsupported)")
