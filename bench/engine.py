@@ -248,12 +248,11 @@ def _median_row(rows: list[dict]) -> dict:
         return rows[0]
     row = dict(rows[0])
     for key, value in rows[0].items():
-        if isinstance(value, (int, float)) and key != "concurrency":
-            values = [r[key] for r in rows if r.get(key) is not None]
-            median = float(np.median(values)) if values else None
-            if median is not None:
-                median = int(median) if isinstance(value, int) else round(median, 3 if key.startswith("engine_") else 1)
-            row[key] = median
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if key == "concurrency" or not isinstance(value, (int, float)) or not values:
+            continue
+        median = float(np.median(values))
+        row[key] = int(median) if isinstance(value, int) else round(median, 3 if key.startswith("engine_") else 1)
     row["tok_s_runs"] = [r["tok_s"] for r in rows]
     return row
 
