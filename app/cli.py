@@ -36,6 +36,9 @@ cli.add_typer(models_cli, name="models")
 from app.cli_users import users_cli  # noqa: E402 - the `users` group lives in its own module
 
 cli.add_typer(users_cli, name="users")
+from app.cli_reranker import reranker_cli  # noqa: E402
+
+cli.add_typer(reranker_cli, name="reranker")
 from eval.cli import eval_cli  # noqa: E402  (light: the evaluation code is imported per command)
 
 cli.add_typer(eval_cli, name="eval")

@@ -102,13 +102,16 @@ class Services:
             case "none":
                 return NoopReranker()
             case "cross-encoder":
-                if s.reranker_path is None or not s.reranker_path.is_dir():
-                    raise ConsultaError("reranker=cross-encoder needs CONSULTA_RETRIEVAL__RERANKER_PATH, "
-                                        f"a local CrossEncoder folder (got {s.reranker_path})")
-                return CrossEncoderReranker(str(s.reranker_path))
+                path = s.reranker_path or self.settings.reranker_dir
+                if not (path / "config.json").is_file():
+                    raise ConsultaError(
+                        f"reranker=cross-encoder: no CrossEncoder model in {path}; run `consulta reranker train` "
+                        "to fine-tune one on your documents, or set CONSULTA_RETRIEVAL__RERANKER_PATH to a local "
+                        "CrossEncoder folder (e.g. BAAI/bge-reranker-base), or set CONSULTA_RETRIEVAL__RERANKER=none")
+                return CrossEncoderReranker(str(path), top=s.rerank_top, blend=s.rerank_blend)
             case "llm":
                 return LlmReranker(self._score_next_token, format_chat=lambda m: self.generator.format_chat(m),
-                                   top=s.rerank_top)
+                                   top=s.rerank_top, blend=s.rerank_blend)
         raise ConsultaError(f"unknown reranker {s.reranker!r}")  # pragma: no cover
 
     def _score_next_token(self, prompts, candidates):
@@ -149,6 +152,13 @@ class Services:
                          rrf_k=s.rrf_k, detect_language=detect_language, expander=self.expander,
                          feedback=s.feedback, diversity=s.diversity, dedup_threshold=s.dedup_threshold,
                          mmr_lambda=s.mmr_lambda, identifier_weight=s.identifier_weight)
+
+    @cached_property
+    def first_stage(self) -> Retriever:
+        """The retriever without re-ranking or LLM expansion: what a re-ranker is trained and checked against."""
+        s = self.settings.retrieval
+        return Retriever(self.embedder, self.store, candidates=s.candidates, mode=s.mode, rrf_k=s.rrf_k,
+                         detect_language=detect_language, feedback=s.feedback, identifier_weight=s.identifier_weight)
 
     @cached_property
     def pipeline(self) -> IngestPipeline:

@@ -66,11 +66,16 @@ class RetrievalSettings(BaseModel):
         None, description="Below this embedding similarity (cosine, in every mode) of the best passage, answer "
         "that the documents don't say without asking the model; default depends on the embedder")
     reranker: Literal["none", "cross-encoder", "llm"] = Field(
-        "none", description="Second-stage re-ranker: cross-encoder (a local folder, reranker_path) or llm (the "
-        "serving model judges each of the top rerank_top passages yes/no; slow on CPU, see README)")
-    reranker_path: Path | None = Field(None, description="Local CrossEncoder folder, for reranker=cross-encoder")
-    rerank_top: int = Field(8, ge=1, le=100, description="First-stage hits the llm re-ranker judges (the rest "
-                            "keep their order after them)")
+        "none", description="Second-stage re-ranker: cross-encoder (reranker_path, or the one `consulta reranker "
+        "train` fine-tuned on your documents into <data_dir>/reranker) or llm (the serving model judges each of "
+        "the top rerank_top passages yes/no; slow on CPU, see README)")
+    reranker_path: Path | None = Field(None, description="Local CrossEncoder folder, for reranker=cross-encoder "
+                                       "(default: <data_dir>/reranker, written by `consulta reranker train`)")
+    rerank_top: int = Field(8, ge=1, le=100, description="First-stage hits the re-ranker scores (the rest keep "
+                            "their order after them)")
+    rerank_blend: float = Field(0.0, ge=0.0, le=10.0, description="Weight of the first-stage rank fused back "
+                                "into the re-ranker's order (reciprocal-rank fusion); 0: the re-ranker's order "
+                                "alone")
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="Dense index: auto = exact inner product up to exact_max chunks, HNSW above; flat, "
         "hnsw or ivf force one (filtered searches are always exact over the matching chunks)")
@@ -173,6 +178,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def reranker_dir(self) -> Path:
+        """Where `consulta reranker train` writes, and where reranker=cross-encoder looks by default."""
+        return self.data_dir / "reranker"
 
     @property
     def db_path(self) -> Path:

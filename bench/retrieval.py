@@ -14,6 +14,11 @@ Configs (each a Retriever built like app/container.py builds it):
   hybrid+rerank       hybrid + LLM yes/no re-ranking of the top --rerank-top       [LLM]
   hybrid+rerank-blend the same judgements, fused with the first-stage rank (blend 1.0)  [LLM]
   full / full-blend   hybrid + prf + expansion + rerank (pure LLM order / blended)  [LLM]
+  hybrid+ce           hybrid + a cross-encoder trained on the set's own passages (InPars-style: the
+                      --ce-model LLM writes --ce-questions questions about sampled passages, hard
+                      negatives from hybrid search, MiniLM fine-tuned; retrieval/reranker_training.py),
+                      re-ranking the top --ce-top; trained once per set into --ce-dir/SET and reused
+  hybrid+ce-blend     the same model's order fused with the first-stage rank (blend 1.0)
 LLM configs run on the first --llm-queries queries of each set only (the bundled GGUF on 2 CPU cores is
 slow); each LLM row is printed beside `hybrid` measured on the same queries ("subset": true).
 
@@ -49,15 +54,18 @@ from ingest.language import detect_language  # noqa: E402
 from retrieval.bm25 import Bm25Params  # noqa: E402
 from retrieval.compressor import ExtractiveCompressor  # noqa: E402
 from retrieval.expansion import QueryExpander  # noqa: E402
-from retrieval.reranker import LlmReranker  # noqa: E402
+from retrieval.reranker import CrossEncoderReranker, LlmReranker  # noqa: E402
+from retrieval.reranker_training import (MANIFEST, SyntheticQuery, TrainingConfig, read_manifest,  # noqa: E402
+                                         train_reranker)
 from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.store import FaissStore, IndexConfig, IndexIdentity  # noqa: E402
 from retrieval.types import Chunk  # noqa: E402
 
 LLM_CONFIGS = {"hybrid+expansion", "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full",
                "full-blend"}
+CE_CONFIGS = {"hybrid+ce", "hybrid+ce-blend", "hybrid+prf+ce"}
 CONFIGS = ["bm25", "dense-e5", "dense-use", "dense-minilm", "hybrid", "hybrid+prf", "hybrid+expansion",
-           "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend"]
+           "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend", *sorted(CE_CONFIGS)]
 QA_FILES = {"xquad-en": "qa/xquad/en", "xquad-es": "qa/xquad/es", "squad2-en-half": "qa/squad2-en-half"}
 
 
@@ -162,7 +170,10 @@ def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retri
         return Retriever(embedder, store, mode="bm25", **kw)
     if config.startswith("dense-"):
         return Retriever(embedder, store, mode="dense", **kw)
-    if config in ("hybrid+prf", "full", "full-blend"):
+    if config in CE_CONFIGS:
+        path = Path(args.ce_dir) / args.current_set
+        kw["reranker"] = CrossEncoderReranker(str(path), top=args.ce_top, blend=1.0 if config.endswith("blend") else 0.0)
+    if config in ("hybrid+prf", "full", "full-blend", "hybrid+prf+ce"):
         kw["feedback"] = args.feedback
     if config in ("hybrid+expansion", "full", "full-blend"):
         kw["expander"] = QueryExpander(generate=llm.generate, multi_query=2, hyde=True)
@@ -173,6 +184,42 @@ def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retri
         kw["reranker"] = LlmReranker(llm.score, format_chat=llm.engine.format_chat, top=args.rerank_top,
                                      blend=blend)
     return Retriever(embedder, store, mode="hybrid", **kw)
+
+
+def ensure_cross_encoder(set_name: str, chunks: list[Chunk], embedder, store, args, llm_box: dict) -> dict:
+    """Train the set's cross-encoder unless --ce-dir/SET already holds one; returns its training report.
+
+    The LLM's questions are kept in --ce-dir/SET.questions.json, so that --ce-retrain (new training settings)
+    does not write them again.
+    """
+    out = Path(args.ce_dir) / set_name
+    if (out / MANIFEST).exists() and not args.ce_retrain:
+        return {"set": set_name, "config": "ce-training (reused)",
+                **{k: v for k, v in (read_manifest(out) or {}).items() if k != "questions"}}
+    saved = Path(args.ce_dir) / f"{set_name}.questions.json"
+    queries = None
+    if saved.exists():
+        queries = [SyntheticQuery(**q) for q in json.loads(saved.read_text(encoding="utf-8"))]
+    first = Retriever(embedder, store, mode="hybrid", candidates=args.candidates, detect_language=detect_language)
+
+    def generate(prompt: str, max_tokens: int) -> str:
+        if llm_box.get("llm") is None:
+            llm_box["llm"] = Llm(args.ce_model, args.threads)
+        return llm_box["llm"].generate(prompt, max_tokens)
+
+    t = time.perf_counter()
+    report = train_reranker(chunks, generate, lambda q: first.retrieve(q, 20), out,
+                            questions=args.ce_questions, concurrency=8, queries=queries,
+                            config=TrainingConfig(epochs=args.ce_epochs, learning_rate=args.ce_lr, seed=args.seed),
+                            progress=lambda stage, d, n: print(f"[{set_name}] {stage} {d}/{n}", file=sys.stderr)
+                            if d % 25 == 0 or d == n else None)
+    if queries is None:
+        saved.write_text(json.dumps((read_manifest(out) or {}).get("questions", []), ensure_ascii=False),
+                         encoding="utf-8")
+    row = {"set": set_name, "config": "ce-training", "llm": args.ce_model, "questions_reused": queries is not None,
+           **report.to_dict(), "total_s": round(time.perf_counter() - t, 1)}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
 
 def evaluate(retriever: Retriever, queries: dict[str, str], qrels, langs, args) -> dict:
@@ -247,6 +294,9 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
             docs, qvec, qms = embed_set(set_name, emb, texts, qtexts, Path(args.cache))
             stores[name] = build_store(Path(tmp) / name, emb.model_id, chunks, docs)
             cached[name] = (CachedEmbedder(emb, docs.shape[1], qvec), qms)
+        args.current_set = set_name
+        if CE_CONFIGS & set(configs):
+            rows.append(ensure_cross_encoder(set_name, chunks, cached["e5"][0], stores["e5"], args, args.llm_box))
         plan = [(c, c in LLM_CONFIGS) for c in configs if llm is not None or c not in LLM_CONFIGS]
         if any(is_subset for _, is_subset in plan):
             plan.append(("hybrid", True))  # the baseline on the same queries as the LLM configs
@@ -355,6 +405,13 @@ def main() -> None:
     ap.add_argument("--compress", type=int, default=0, help="token budget for the compression report (0: off)")
     ap.add_argument("--compress-dense", action="store_true", help="score sentences by embedding too (slow)")
     ap.add_argument("--compress-queries", type=int, default=100)
+    ap.add_argument("--ce-dir", default=str(Path(tempfile.gettempdir()) / "consulta-bench" / "rerankers"))
+    ap.add_argument("--ce-questions", type=int, default=250, help="synthetic questions per set for hybrid+ce")
+    ap.add_argument("--ce-model", default="qwen2.5-coder-0.5b", help="bundled GGUF that writes them")
+    ap.add_argument("--ce-epochs", type=int, default=2)
+    ap.add_argument("--ce-lr", type=float, default=TrainingConfig.learning_rate)
+    ap.add_argument("--ce-top", type=int, default=20, help="first-stage hits the cross-encoder scores")
+    ap.add_argument("--ce-retrain", action="store_true", help="train again even if --ce-dir/SET exists")
     ap.add_argument("--scale", type=int, default=0, help="run the synthetic scale test at this many chunks")
     ap.add_argument("--scale-base", type=int, default=1000, help="real passages the synthetic chunks derive from")
     ap.add_argument("--ef-search", type=int, default=128)
@@ -376,11 +433,14 @@ def main() -> None:
             ap.error(f"unknown config {c!r}: choose from {', '.join(CONFIGS)}")
     embedders = {name: BUILDERS[name]() for name in ("e5", "use", "minilm")}
     llm = Llm(args.model, args.threads) if LLM_CONFIGS & set(args.configs.split(",")) else None
+    args.llm_box = {"llm": llm if args.ce_model == args.model else None}
     try:
-        results = [r for s in args.sets.split(",") for r in run_set(s, args, embedders, llm)]
+        results = []
+        for s in args.sets.split(","):
+            results += run_set(s, args, embedders, llm)
     finally:
-        if llm is not None:
-            llm.engine.close()
+        for engine_owner in {id(x): x for x in (llm, args.llm_box.get("llm")) if x is not None}.values():
+            engine_owner.engine.close()
     out = {"results": results, "llm": args.model if llm else None, "max_queries": args.max_queries,
            "llm_queries": args.llm_queries, "rerank_top": args.rerank_top}
     print(json.dumps(out, indent=1))

