@@ -23,9 +23,9 @@ def _describe(report: dict) -> str:
              f"  {report.get('questions_written')} questions written, {report.get('questions_kept')} kept for "
              f"training ({report.get('pairs')} pairs), {report.get('held_out')} held out",
              f"  held-out questions, first stage -> re-ranked: hit@1 {before.get('hit@1')} -> {after.get('hit@1')}, "
-             f"nDCG@10 {before.get('ndcg@10')} -> {after.get('ndcg@10')}"]
+             f"nDCG@10 {before.get('ndcg@10')} -> {after.get('ndcg@10')} (first-stage weight {report.get('blend')})"]
     if after.get("ndcg@10") is not None and before.get("ndcg@10") is not None:
-        if after["ndcg@10"] > before["ndcg@10"]:
+        if report.get("recommended"):
             lines.append("  it ranks the held-out questions' passages better: switch it on with "
                          "CONSULTA_RETRIEVAL__RERANKER=cross-encoder")
         else:

@@ -111,7 +111,7 @@ class Services:
                 return CrossEncoderReranker(str(path), top=s.rerank_top, blend=s.rerank_blend)
             case "llm":
                 return LlmReranker(self._score_next_token, format_chat=lambda m: self.generator.format_chat(m),
-                                   top=s.rerank_top, blend=s.rerank_blend)
+                                   top=s.rerank_top, blend=s.rerank_blend or 0.0)
         raise ConsultaError(f"unknown reranker {s.reranker!r}")  # pragma: no cover
 
     def _score_next_token(self, prompts, candidates):

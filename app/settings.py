@@ -73,9 +73,10 @@ class RetrievalSettings(BaseModel):
                                        "(default: <data_dir>/reranker, written by `consulta reranker train`)")
     rerank_top: int = Field(8, ge=1, le=100, description="First-stage hits the re-ranker scores (the rest keep "
                             "their order after them)")
-    rerank_blend: float = Field(0.0, ge=0.0, le=10.0, description="Weight of the first-stage rank fused back "
-                                "into the re-ranker's order (reciprocal-rank fusion); 0: the re-ranker's order "
-                                "alone")
+    rerank_blend: float | None = Field(
+        None, ge=0.0, le=10.0, description="Weight of the first-stage order mixed back into the re-ranker's: for "
+        "cross-encoder, z(model score) + blend x z(first-stage prior), default the value `consulta reranker train` "
+        "chose on its held-out questions; for llm, reciprocal-rank fusion, default 0 (the re-ranker's order alone)")
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="Dense index: auto = exact inner product up to exact_max chunks, HNSW above; flat, "
         "hnsw or ivf force one (filtered searches are always exact over the matching chunks)")

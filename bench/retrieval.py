@@ -18,7 +18,8 @@ Configs (each a Retriever built like app/container.py builds it):
                       --ce-model LLM writes --ce-questions questions about sampled passages, hard
                       negatives from hybrid search, MiniLM fine-tuned; retrieval/reranker_training.py),
                       re-ranking the top --ce-top; trained once per set into --ce-dir/SET and reused
-  hybrid+ce-blend     the same model's order fused with the first-stage rank (blend 1.0)
+  hybrid+ce-blend     the same model's scores mixed with the first-stage order, at the weight its training
+                      chose on held-out questions (retrieval.reranker.interpolate)
 LLM configs run on the first --llm-queries queries of each set only (the bundled GGUF on 2 CPU cores is
 slow); each LLM row is printed beside `hybrid` measured on the same queries ("subset": true).
 
@@ -172,7 +173,8 @@ def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retri
         return Retriever(embedder, store, mode="dense", **kw)
     if config in CE_CONFIGS:
         path = Path(args.ce_dir) / args.current_set
-        kw["reranker"] = CrossEncoderReranker(str(path), top=args.ce_top, blend=1.0 if config.endswith("blend") else 0.0)
+        # hybrid+ce: the model's order alone; -blend: the first-stage weight training chose on held-out questions
+        kw["reranker"] = CrossEncoderReranker(str(path), top=args.ce_top, blend=None if config.endswith("blend") else 0.0)
     if config in ("hybrid+prf", "full", "full-blend", "hybrid+prf+ce"):
         kw["feedback"] = args.feedback
     if config in ("hybrid+expansion", "full", "full-blend"):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from retrieval.types import Hit
@@ -22,24 +24,49 @@ class NoopReranker:
         return list(hits[:top_k])
 
 
+def _z(values: Sequence[float]) -> list[float]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0
+    return [(v - mean) / sd for v in values]
+
+
+def mix(scores: Sequence[float], blend: float) -> list[float]:
+    """z(re-ranker score) + blend x z(first-stage prior) for hits in first-stage order; the scores as they are
+    when blend is 0.
+
+    The prior is reciprocal rank, 1 / (60 + rank), the same curve that fused the first stage; blend 0 is the
+    re-ranker's order alone, a large blend the first stage's.
+    """
+    if len(scores) < 2 or blend <= 0:
+        return [float(s) for s in scores]
+    prior, model = _z([1 / (60 + i + 1) for i in range(len(scores))]), _z(scores)
+    return [m + blend * p for m, p in zip(model, prior, strict=True)]
+
+
+def interpolate(scores: Sequence[float], blend: float) -> list[int]:
+    """Indices of hits in first-stage order, best first, by `mix` (ties keep the first-stage order)."""
+    mixed = mix(scores, blend)
+    return sorted(range(len(mixed)), key=lambda i: (-mixed[i], i))
+
+
 class CrossEncoderReranker:
     """A sentence-transformers CrossEncoder loaded from a local folder: BAAI/bge-reranker-base copied in by an
     operator, or one that `consulta reranker train` fine-tuned on the corpus itself.
 
     Only the `top` first-stage hits are scored (one forward pass per pair: about 50 pairs/s on 2 CPU cores);
-    the rest keep their first-stage order after them. `blend` > 0 fuses the first-stage rank back in
-    (reciprocal-rank fusion, the first-stage list weighted by `blend`), a guard for a small, locally trained
-    model.
+    the rest keep their first-stage order after them. `blend` weighs the first-stage order in with the model's
+    scores (`interpolate`); None takes the value `consulta reranker train` chose on its held-out questions
+    (recorded in the folder), or 0 (the model's order alone) for a folder it did not write.
     """
 
-    def __init__(self, path: str, *, batch_size: int = 16, top: int = 20, blend: float = 0.0,
+    def __init__(self, path: str, *, batch_size: int = 16, top: int = 20, blend: float | None = None,
                  max_length: int | None = 256) -> None:
         if top < 1:
             raise ValueError(f"the cross-encoder re-ranker needs top >= 1 (got {top})")
         self.path = path
         self.batch_size = batch_size
         self.top = top
-        self.blend = blend
+        self.blend = blend if blend is not None else _trained_blend(path)
         self.max_length = max_length
         self._model = None
 
@@ -62,16 +89,20 @@ class CrossEncoderReranker:
         if not hits:
             return []
         head, tail = list(hits[: self.top]), list(hits[self.top:])
-        scores = self.scores(query, [h.chunk.text for h in head])
-        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
-        if self.blend > 0:
-            model_rank = {i: r for r, i in enumerate(order, 1)}
-            fused = {i: 1 / (60 + model_rank[i]) + self.blend / (60 + i + 1) for i in range(len(head))}
-            order = sorted(range(len(head)), key=lambda i: (-fused[i], i))
-        ranked = [Hit(head[i].chunk, scores[i], head[i].dense_score) for i in order]
+        scores = mix(self.scores(query, [h.chunk.text for h in head]), self.blend)
+        ranked = [Hit(head[i].chunk, scores[i], head[i].dense_score) for i in interpolate(scores, 0.0)]
         floor = min(scores) - 1.0  # the unscored tail stays below every scored hit, in its order
         ranked += [Hit(h.chunk, floor - n, h.dense_score) for n, h in enumerate(tail)]
         return ranked[:top_k]
+
+
+def _trained_blend(path: str) -> float:
+    try:
+        # reranker_training.MANIFEST, written by `consulta reranker train`
+        info = json.loads((Path(path) / "consulta-reranker.json").read_text(encoding="utf-8"))
+        return float(info.get("blend") or 0.0)
+    except (OSError, ValueError, TypeError):
+        return 0.0
 
 
 # next_token_logprobs(prompts, candidates) -> per prompt, {candidate: log-probability of its first token}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.reranker import CrossEncoderReranker
+from retrieval.reranker import CrossEncoderReranker, interpolate
 from retrieval.reranker_training import (RerankerTrainingError, SyntheticQuery, TrainingConfig, clean_question,
                                          mine_pairs, ranking_metrics, train_cross_encoder)
 from retrieval.types import Chunk, Hit
@@ -84,6 +84,24 @@ def test_reranker_scores_only_the_top_and_keeps_the_tail_in_order(trained):
     out = CrossEncoderReranker(str(trained), top=4).rerank("How long must a password be?", hits, 12)
     assert {h.chunk.id for h in out[:4]} == {h.chunk.id for h in hits[:4]}
     assert [h.chunk.id for h in out[4:]] == [h.chunk.id for h in hits[4:]]
+
+
+def test_blend_moves_from_the_models_order_to_the_first_stages():
+    scores = [0.1, 0.2, 0.9, 0.3]  # the model prefers the third first-stage hit
+    assert interpolate(scores, 0.0) == [2, 3, 1, 0]
+    assert interpolate(scores, 100.0) == [0, 1, 2, 3]
+    mixed = interpolate(scores, 1.0)
+    assert mixed[0] == 2 and mixed.index(0) < mixed.index(3)  # a strong model score still wins; the rest lean on rank
+
+
+def test_a_trained_folder_carries_the_blend_its_training_chose(trained):
+    assert CrossEncoderReranker(str(trained)).blend == 0.0  # no manifest: the model's order alone
+    (trained / "consulta-reranker.json").write_text('{"blend": 2.0}', encoding="utf-8")
+    try:
+        assert CrossEncoderReranker(str(trained)).blend == 2.0
+        assert CrossEncoderReranker(str(trained), blend=0.5).blend == 0.5  # a setting overrides it
+    finally:
+        (trained / "consulta-reranker.json").unlink()
 
 
 def test_training_without_negatives_fails_clearly_and_keeps_the_model(trained):
