@@ -39,7 +39,7 @@ def train(
     collection: Annotated[str | None, typer.Option(help="Train on this collection's passages only")] = None,
     questions: Annotated[int, typer.Option(help="Questions the serving model writes (one per sampled passage)",
                                            min=8, max=20_000)] = 300,
-    epochs: Annotated[int, typer.Option(help="Passes over the training pairs", min=1, max=20)] = 2,
+    epochs: Annotated[int, typer.Option(help="Passes over the training pairs", min=1, max=20)] = 3,
     out: Annotated[Path | None, typer.Option(help="Where to save the model (default: <data_dir>/reranker)")] = None,
     base: Annotated[Path | None, typer.Option(help="Base transformers folder to fine-tune (default: the bundled "
                                               "all-MiniLM-L6-v2)")] = None,

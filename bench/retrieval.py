@@ -174,7 +174,8 @@ def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retri
     if config in CE_CONFIGS:
         path = Path(args.ce_dir) / args.current_set
         # hybrid+ce: the model's order alone; -blend: the first-stage weight training chose on held-out questions
-        kw["reranker"] = CrossEncoderReranker(str(path), top=args.ce_top, blend=None if config.endswith("blend") else 0.0)
+        kw["reranker"] = CrossEncoderReranker(str(path), top=args.ce_top,
+                                              blend=None if config.endswith("blend") else 0.0)
     if config in ("hybrid+prf", "full", "full-blend", "hybrid+prf+ce"):
         kw["feedback"] = args.feedback
     if config in ("hybrid+expansion", "full", "full-blend"):
@@ -410,7 +411,7 @@ def main() -> None:
     ap.add_argument("--ce-dir", default=str(Path(tempfile.gettempdir()) / "consulta-bench" / "rerankers"))
     ap.add_argument("--ce-questions", type=int, default=250, help="synthetic questions per set for hybrid+ce")
     ap.add_argument("--ce-model", default="qwen2.5-coder-0.5b", help="bundled GGUF that writes them")
-    ap.add_argument("--ce-epochs", type=int, default=2)
+    ap.add_argument("--ce-epochs", type=int, default=TrainingConfig.epochs)
     ap.add_argument("--ce-lr", type=float, default=TrainingConfig.learning_rate)
     ap.add_argument("--ce-top", type=int, default=20, help="first-stage hits the cross-encoder scores")
     ap.add_argument("--ce-retrain", action="store_true", help="train again even if --ce-dir/SET exists")

@@ -7,7 +7,8 @@
    first stage's top hits become its hard negatives (the first `skip_top` other hits are skipped: on a corpus
    of near-paraphrases they too often answer the question).
 3. `train_cross_encoder`: a sentence-transformers CrossEncoder is fine-tuned from a local base model (by
-   default the bundled all-MiniLM-L6-v2) with binary cross-entropy on (question, passage, 0/1), and saved to a
+   default the bundled all-MiniLM-L6-v2), listwise (each question's passage against its hard negatives and
+   passages of other questions) or pointwise (binary cross-entropy on 0/1 pairs), and saved to a
    folder that `CrossEncoderReranker` loads. A share of the questions is held out, and the folder's
    `consulta-reranker.json` records how the first stage and the trained re-ranker rank the held-out
    questions' own chunks, so that whoever trained it can see whether to switch it on.
@@ -196,8 +197,14 @@ def ranking_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
 
 @dataclass
 class TrainingConfig:
+    # listwise: each question's positive against its hard negatives and 2 other questions' passages in the batch
+    # (sentence-transformers' MultipleNegativesRankingLoss for cross-encoders); pointwise: binary cross-entropy on
+    # each pair. On SQuAD2-half pointwise stayed on its starting plateau (the re-ranker alone ranked the held-out
+    # questions' passages at chance after 2 or 3 epochs) where listwise learnt (README).
+    loss: str = "listwise"
     epochs: int = 3
-    batch_size: int = 16
+    batch_size: int = 8  # questions per step (listwise) or pairs per step (pointwise)
+    hard_negatives: int = 3  # listwise: the hard negatives given with each question
     # A few hundred steps at most: at 3e-5 the new head had learnt nothing measurable after 100 steps (SQuAD2)
     learning_rate: float = 2e-4
     max_length: int = 256
@@ -232,19 +239,40 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
     model = CrossEncoder(str(base), num_labels=1, max_length=config.max_length, device="cpu", local_files_only=True)
     rows = list(pairs)
     random.Random(config.seed).shuffle(rows)
-    data = Dataset.from_dict({"question": [p.question for p in rows], "passage": [p.passage for p in rows],
-                              "label": [p.label for p in rows]})
+    if config.loss == "listwise":
+        from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+
+        groups: dict[str, tuple[list[str], list[str]]] = {}
+        for p in pairs:  # in mining order: hard negatives before random ones
+            pos, neg = groups.setdefault(p.question, ([], []))
+            (pos if p.label > 0.5 else neg).append(p.passage)
+        k = config.hard_negatives
+        lists = [(q, pos[0], neg[:k]) for q, (pos, neg) in groups.items() if pos and len(neg) >= k]
+        if not lists:
+            raise RerankerTrainingError(f"listwise training needs questions with a positive and {k} negatives")
+        random.Random(config.seed).shuffle(lists)
+        columns = {"question": [q for q, _, _ in lists], "positive": [p for _, p, _ in lists],
+                   **{f"negative_{i + 1}": [n[i] for _, _, n in lists] for i in range(k)}}
+        data = Dataset.from_dict(columns)
+        loss = MultipleNegativesRankingLoss(model, num_negatives=2)
+        steps_per_epoch = math.ceil(len(lists) / config.batch_size)
+    elif config.loss == "pointwise":
+        data = Dataset.from_dict({"question": [p.question for p in rows], "passage": [p.passage for p in rows],
+                                  "label": [p.label for p in rows]})
+        positives = sum(1 for p in rows if p.label > 0.5)
+        loss = BinaryCrossEntropyLoss(model, pos_weight=_pos_weight(positives, len(rows)))
+        steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    else:
+        raise RerankerTrainingError(f"unknown loss {config.loss!r}: choose listwise or pointwise")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".training-", dir=out.parent))  # unique: concurrent runs don't mix
     args = CrossEncoderTrainingArguments(
         output_dir=str(tmp / "checkpoints"), num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-        warmup_steps=int(config.warmup * math.ceil(len(rows) / config.batch_size) * config.epochs), save_strategy="no", report_to="none", logging_steps=10_000,
-        use_cpu=True, disable_tqdm=True, seed=config.seed, dataloader_num_workers=0)
-    positives = sum(1 for p in rows if p.label > 0.5)
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data,
-                                  loss=BinaryCrossEntropyLoss(model, pos_weight=_pos_weight(positives, len(rows))))
+        warmup_steps=int(config.warmup * steps_per_epoch * config.epochs), save_strategy="no", report_to="none",
+        logging_steps=10_000, use_cpu=True, disable_tqdm=True, seed=config.seed, dataloader_num_workers=0)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for callback in (PrinterCallback, ProgressCallback):

@@ -23,8 +23,9 @@ CHUNKS = [Chunk(f"c{i}", f"d{i}", text, 0, len(text), {"language": "en"}) for i,
 TEXTS = {c.id: c.text for c in CHUNKS}
 TRAIN = [SyntheticQuery(qs[0], f"c{i}") for i, (_, qs) in enumerate(PASSAGES)]
 HELD_OUT = [SyntheticQuery(qs[1], f"c{i}") for i, (_, qs) in enumerate(PASSAGES)]
-# Enough steps for 36 pairs to move a new classification head (the default suits hundreds of questions).
-SMALL = TrainingConfig(epochs=6, learning_rate=2e-4, batch_size=8)
+# Enough steps for 36 pairs to move a new classification head (the listwise default suits hundreds of questions,
+# not twelve: with batches of 8 questions it would take two steps an epoch).
+SMALL = TrainingConfig(loss="pointwise", epochs=6, learning_rate=2e-4, batch_size=8)
 
 
 def shuffled(question: str) -> list[Hit]:
@@ -104,6 +105,18 @@ def test_a_trained_folder_carries_the_blend_its_training_chose(trained):
         (trained / "consulta-reranker.json").unlink()
 
 
+def test_listwise_training_groups_each_question_with_its_negatives(tmp_path):
+    """The default loss: one row per question (its passage, then its hard negatives), trained and loadable."""
+    pairs, _ = mine_pairs(TRAIN, shuffled, TEXTS, negatives=3, random_negatives=2)
+    out = train_cross_encoder(pairs, tmp_path / "listwise", config=TrainingConfig(epochs=1))
+    reranked = CrossEncoderReranker(str(out)).rerank(HELD_OUT[0].question, shuffled(HELD_OUT[0].question), 12)
+    assert sorted(h.chunk.id for h in reranked) == sorted(c.id for c in CHUNKS)
+    with pytest.raises(RerankerTrainingError, match="3 negatives"):
+        train_cross_encoder(mine_pairs(TRAIN, lambda q: shuffled(q)[:2], TEXTS, negatives=3)[0] +
+                            [p for p in pairs if p.label == 1.0][:1], tmp_path / "too-few",
+                            config=TrainingConfig(epochs=1))
+
+
 def test_training_without_negatives_fails_clearly_and_keeps_the_model(trained):
     before = model_digest(trained)
     only_positive = [p for p in mine_pairs(TRAIN, shuffled, TEXTS)[0] if p.label == 1.0]
@@ -124,7 +137,7 @@ def test_kill_9_during_training_leaves_the_previous_model_whole(trained, tmp_pat
         "from retrieval.reranker_training import mine_pairs, train_cross_encoder, TrainingConfig;"
         "pairs = mine_pairs(TRAIN, shuffled, TEXTS)[0] * 20;"
         "print('training', flush=True);"
-        "train_cross_encoder(pairs, __import__('pathlib').Path(sys.argv[2]), config=TrainingConfig(epochs=5))")
+        "train_cross_encoder(pairs, __import__('pathlib').Path(sys.argv[2]), config=TrainingConfig(loss='pointwise', epochs=5))")
     proc = subprocess.Popen([sys.executable, "-c", script, str(REPO), str(trained)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "training"
     time.sleep(8)  # inside the training loop (it would run for minutes)
