@@ -213,7 +213,8 @@ def ensure_cross_encoder(set_name: str, chunks: list[Chunk], embedder, store, ar
     t = time.perf_counter()
     report = train_reranker(chunks, generate, lambda q: first.retrieve(q, 20), out,
                             questions=args.ce_questions, concurrency=8, queries=queries,
-                            config=TrainingConfig(epochs=args.ce_epochs, learning_rate=args.ce_lr, seed=args.seed),
+                            config=TrainingConfig(loss=args.ce_loss, epochs=args.ce_epochs, learning_rate=args.ce_lr,
+                                                  batch_size=8 if args.ce_loss == "listwise" else 16, seed=args.seed),
                             progress=lambda stage, d, n: print(f"[{set_name}] {stage} {d}/{n}", file=sys.stderr)
                             if d % 25 == 0 or d == n else None)
     if queries is None:
@@ -412,6 +413,7 @@ def main() -> None:
     ap.add_argument("--ce-questions", type=int, default=250, help="synthetic questions per set for hybrid+ce")
     ap.add_argument("--ce-model", default="qwen2.5-coder-0.5b", help="bundled GGUF that writes them")
     ap.add_argument("--ce-epochs", type=int, default=TrainingConfig.epochs)
+    ap.add_argument("--ce-loss", choices=("listwise", "pointwise"), default=TrainingConfig.loss)
     ap.add_argument("--ce-lr", type=float, default=TrainingConfig.learning_rate)
     ap.add_argument("--ce-top", type=int, default=20, help="first-stage hits the cross-encoder scores")
     ap.add_argument("--ce-retrain", action="store_true", help="train again even if --ce-dir/SET exists")
