@@ -7,7 +7,6 @@ format (eval/datasets.py) with "reviewed": false, so that people check and edit 
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from typing import Any
 from app.container import Services
 from app.errors import ConsultaError
 from eval.metrics import normalize_answer
+from retrieval.reranker_training import pick_chunks as spread_sample
 from retrieval.types import Chunk
 from serving.generator import SamplingParams
 
@@ -39,21 +39,12 @@ def parse_pair(text: str) -> tuple[str, str] | None:
 
 
 def pick_chunks(chunks: list[Chunk], n: int, seed: int, collection: str | None) -> list[Chunk]:
-    """A seeded sample of substantial chunks, spread over documents (at most ceil(n / documents) each)."""
-    pool = [c for c in chunks if (collection is None or c.collection == collection) and len(c.text.split()) >= 40]
-    if not pool:
+    """A seeded sample of substantial chunks (40 words or more), spread over documents."""
+    picked = spread_sample([c for c in chunks if collection is None or c.collection == collection], n, seed,
+                           min_words=40)
+    if not picked:
         raise ConsultaError("no chunks to write questions from" + (f" in collection '{collection}'" if collection
                                                                       else "") + " (ingest documents first)")
-    rng = random.Random(seed)
-    rng.shuffle(pool)
-    by_doc: dict[str, list[Chunk]] = {}
-    for c in pool:
-        by_doc.setdefault(c.document_id, []).append(c)
-    picked: list[Chunk] = []
-    while len(picked) < n and any(by_doc.values()):
-        for lst in by_doc.values():
-            if lst and len(picked) < n:
-                picked.append(lst.pop())
     return picked
 
 

@@ -108,7 +108,8 @@ def clean_question(text: str) -> str | None:
 
 
 def pick_chunks(chunks: Sequence[Chunk], n: int, seed: int, min_words: int = 25) -> list[Chunk]:
-    """A seeded sample of `n` substantial chunks, spread over documents (round robin)."""
+    """A seeded sample of `n` chunks of `min_words` or more, spread over documents (round robin); also the
+    sample `consulta eval generate` writes its golden questions about."""
     pool = [c for c in chunks if len(c.text.split()) >= min_words]
     rng = random.Random(seed)
     rng.shuffle(pool)
