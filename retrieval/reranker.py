@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from retrieval.reranker_training import read_manifest
 from retrieval.types import Hit
 
 
@@ -97,11 +97,10 @@ class CrossEncoderReranker:
 
 
 def _trained_blend(path: str) -> float:
+    """The first-stage weight `consulta reranker train` chose for the model in `path` (0 if it did not write it)."""
     try:
-        # reranker_training.MANIFEST, written by `consulta reranker train`
-        info = json.loads((Path(path) / "consulta-reranker.json").read_text(encoding="utf-8"))
-        return float(info.get("blend") or 0.0)
-    except (OSError, ValueError, TypeError):
+        return float((read_manifest(Path(path)) or {}).get("blend") or 0.0)
+    except (TypeError, ValueError):
         return 0.0
 
 

@@ -237,9 +237,8 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.set_seed(config.seed)  # the new classification head is drawn here, before the trainer seeds
     model = CrossEncoder(str(base), num_labels=1, max_length=config.max_length, device="cpu", local_files_only=True)
-    rows = list(pairs)
-    random.Random(config.seed).shuffle(rows)
     if config.loss == "listwise":
         from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
@@ -258,6 +257,8 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
         loss = MultipleNegativesRankingLoss(model, num_negatives=2)
         steps_per_epoch = math.ceil(len(lists) / config.batch_size)
     elif config.loss == "pointwise":
+        rows = list(pairs)
+        random.Random(config.seed).shuffle(rows)
         data = Dataset.from_dict({"question": [p.question for p in rows], "passage": [p.passage for p in rows],
                                   "label": [p.label for p in rows]})
         positives = sum(1 for p in rows if p.label > 0.5)
