@@ -19,7 +19,9 @@ drives the low-level API itself so that concurrent requests share every forward 
 - a prompt that starts like one another live sequence has already read (a shared system prompt)
   copies that prefix's KV (`llama_memory_seq_cp`) instead of reading it again;
 - `next_token_logprobs` scores prompts (the log-probability of candidate next tokens, for an
-  LLM re-ranker or a classifier) through the same slots, without generating.
+  LLM re-ranker or a classifier) through the same slots, without generating;
+  `continuation_logprobs` scores a continuation token by token (query likelihood), asking for
+  logits on the continuation's rows only.
 
 Rows are laid out in sequence-id order and slots are handed out lowest-id first: with
 per-sequence KV streams llama.cpp groups only *consecutive* sequence ids into one micro-batch,
@@ -360,6 +362,41 @@ class BatchingEngine:
                 stream.cancel()
         return [dict(zip(candidates, request.scores)) for request in requests]
 
+    def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        """For each (prompt, continuation) pair, the log-probability of each continuation token given the prompt
+        and the continuation tokens before it (query likelihood, perplexity).
+
+        The prompt is read as raw text (BOS added if the model wants it; use `format_chat` for a chat template),
+        the continuation as plain text tokenised on its own, so the split between the two is exact. Only the
+        continuation's rows get logits (the output layer is a large share of a small model's work), and nothing
+        is generated. Batched with whatever else is running; callable from any thread; blocks until every pair
+        is scored. Raises ValueError (lengths differ, empty continuation), PromptTooLongError, EngineBusyError,
+        GenerationError, EngineClosedError.
+        """
+        self.warm_up()
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        requests = []
+        for prompt, continuation in zip(prompts, continuations, strict=True):
+            tail = self._tokenize(continuation, add_special=False, parse_special=False)
+            if not tail:
+                raise ValueError(f"continuation {continuation!r} has no tokens")
+            head = self._tokenize(prompt, add_special=True, parse_special=True)
+            if not head:
+                raise ValueError("the prompt is empty: the continuation's first token has nothing to follow")
+            if len(head) > 1 and head[0] == head[1] == llama_cpp.llama_vocab_bos(self._vocab):
+                head = head[1:]  # the prompt already began with the BOS text
+            requests.append(self._make_request(head + tail, _SCORE_PARAMS, score_span=len(tail)))
+        self._enqueue(requests)
+        streams = [EngineStream(request) for request in requests]
+        try:
+            for stream in streams:
+                drain(stream)
+        finally:
+            for stream in streams:  # after a failure, the prompts not read yet give their slots back
+                stream.cancel()
+        return [list(request.span_logprobs) for request in requests]
+
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes as plain content (no BOS, special markup not parsed)."""
         self.warm_up()
@@ -523,7 +560,7 @@ class BatchingEngine:
     def _start(self, request: Request, seq_id: int) -> None:
         request.completion.queue_ms = (time.perf_counter() - request.submitted) * 1000.0
         try:
-            sampler = None if request.score_tokens else build_sampler(
+            sampler = None if request.scoring else build_sampler(
                 request.params, self._n_vocab, request.tokens, self._vocab)
         except Exception as exc:
             self._kv_reserved -= len(request.tokens) + request.params.max_tokens
@@ -581,7 +618,8 @@ class BatchingEngine:
         for other in self._slots:
             if other is None or other is seq or other.n_past < _MIN_REUSE:
                 continue
-            limit = min(other.n_past, len(other.request.tokens), len(tokens) - 1)  # keep one token to read
+            # keep one token to read, and every row a continuation score needs
+            limit = min(other.n_past, len(other.request.tokens), len(tokens) - 1 - seq.request.score_span)
             n = _common_prefix(tokens, other.request.tokens, limit)
             if n > best:
                 best, source = n, other
@@ -602,15 +640,22 @@ class BatchingEngine:
         batch = self._batch
         n = 0
         outputs: list[tuple[_Sequence, int]] = []
+        spans: list[tuple[_Sequence, int, int]] = []  # (sequence, row, the prompt token that row predicts)
         for seq, tokens, sample in sorted(items, key=lambda item: item[0].seq_id):
+            span = seq.request.score_span
+            first_scored = len(seq.request.tokens) - span  # rows at positions first_scored-1 .. end-2 predict it
             for k, token in enumerate(tokens):
+                pos = seq.n_past + k
                 batch.token[n] = token
-                batch.pos[n] = seq.n_past + k
+                batch.pos[n] = pos
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = seq.seq_id
-                batch.logits[n] = sample and k == len(tokens) - 1
+                wanted = span > 0 and first_scored - 1 <= pos < len(seq.request.tokens) - 1
+                batch.logits[n] = wanted or (sample and not span and k == len(tokens) - 1)
+                if wanted:
+                    spans.append((seq, n, pos + 1))
                 n += 1
-            if sample:
+            if sample and not span:
                 outputs.append((seq, n - 1))
         batch.n_tokens = n
         started = time.perf_counter()
@@ -622,6 +667,8 @@ class BatchingEngine:
             return
         for seq, tokens, _ in items:
             seq.n_past += len(tokens)  # a fed next_token is replaced by sampling (or the sequence ends)
+        if spans:
+            self._score_span(spans)
         for seq, row in outputs:
             self._sample(seq, row)
 
@@ -676,6 +723,27 @@ class BatchingEngine:
             self._release(seq, "error", GenerationError(f"scoring failed: {exc}"))
             return
         self._release(seq, "scored")
+
+    def _score_span(self, rows: list[tuple[_Sequence, int, int]]) -> None:
+        """Continuation scoring: the log-softmax of each wanted row at the prompt token that follows it; a
+        sequence whose prompt has been read to its end is released."""
+        done = []
+        for seq, row, target in rows:
+            if self._slots[seq.seq_id] is not seq:
+                continue
+            try:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+                top = float(logits.max())
+                log_z = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
+                seq.request.span_logprobs.append(float(logits[seq.request.tokens[target]]) - log_z)
+            except Exception as exc:
+                logger.exception("scoring failed for request %d", seq.request.id)
+                self._release(seq, "error", GenerationError(f"scoring failed: {exc}"))
+                continue
+            if target == len(seq.request.tokens) - 1:
+                done.append(seq)
+        for seq in done:
+            self._release(seq, "scored")
 
     def _piece(self, token: int) -> bytes:
         buf = self._piece_buf

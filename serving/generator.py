@@ -114,11 +114,16 @@ class Generator(Protocol):
 
 @runtime_checkable
 class NextTokenScorer(Protocol):
-    """A backend that can score prompts without generating (LLM re-ranking, classification).
+    """A backend that can score prompts without generating (LLM re-ranking: yes/no judgements and query
+    likelihood; classification).
 
     `BatchingEngine` implements it; prompts are raw text (apply a chat template first if wanted).
     """
 
     def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
         """For each prompt, {candidate: log-probability of the candidate's first token coming next}."""
+        ...
+
+    def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
+        """For each (prompt, continuation), the log-probability of each continuation token in turn."""
         ...

@@ -38,6 +38,8 @@ class Request:
     deadline: float | None = None  # time.perf_counter() value; None = no timeout
     score_tokens: tuple[int, ...] | None = None  # a scoring request: log-probs of these next tokens, no generation
     scores: list[float] | None = None  # filled by the decode thread for a scoring request
+    score_span: int = 0  # a scoring request: log-probs of its last `score_span` prompt tokens, no generation
+    span_logprobs: list[float] = field(default_factory=list)  # filled by the decode thread, in prompt order
     id: int = field(default_factory=lambda: next(_ids))
     submitted: float = field(default_factory=time.perf_counter)
     completion: Completion = field(default_factory=Completion)
@@ -45,6 +47,11 @@ class Request:
     finished: bool = False  # set by the decode thread once the final event is posted
     _events: queue.Queue = field(default_factory=queue.Queue)
     _wake: Callable[[], None] | None = None
+
+    @property
+    def scoring(self) -> bool:
+        """A request that reads its prompt for log-probabilities and generates nothing."""
+        return self.score_tokens is not None or self.score_span > 0
 
     # -- decode thread side -------------------------------------------------------------
     def post(self, delta: str) -> None:

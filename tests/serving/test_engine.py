@@ -226,6 +226,52 @@ def test_next_token_logprobs_scores_candidates_without_generating(engine):
         engine.next_token_logprobs(["word " * 600], [" yes"])
 
 
+def _reference_logprobs(model_path, prompt: str, continuation: str) -> list[float]:
+    """What llama-cpp-python's high-level Llama gives with logits for every row (the slow, obvious way)."""
+    import llama_cpp
+    import numpy as np
+
+    llm = llama_cpp.Llama(str(model_path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+    head = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    tail = llm.tokenize(continuation.encode(), add_bos=False, special=False)
+    llm.eval(head + tail)
+    rows = np.asarray(llm.scores[: len(head) + len(tail)], dtype=np.float64)
+    out = []
+    for j, token in enumerate(tail):
+        row = rows[len(head) + j - 1]
+        out.append(float(row[token] - (row.max() + np.log(np.exp(row - row.max()).sum()))))
+    llm.close()
+    return out
+
+
+def test_continuation_logprobs_match_reading_every_row_and_survive_chunked_prompts(smollm2_path):
+    """Query likelihood: each continuation token's log-probability, with logits asked for its rows only. A
+    small n_batch splits prompt and continuation over several passes; the figures must not change."""
+    prompt = "Passage: The canteen serves lunch from noon to three. Visitors sign in at reception.\nQuestion:"
+    right, wrong = " When is lunch served in the canteen?", " How many moons does Jupiter have?"
+    expected = _reference_logprobs(smollm2_path, prompt, right)
+    eng = BatchingEngine(smollm2_path, n_ctx=2048, n_threads=2, max_sequences=4, n_batch=8)
+    try:
+        eng.warm_up()
+        running = eng.stream(chat("Tell me a long story about a dragon."), SamplingParams(max_tokens=40))
+        got = eng.continuation_logprobs([prompt, prompt, prompt], [right, wrong, right])
+        assert "".join(running), "a generating request shares the passes and still finishes"
+        assert len(got[0]) == len(expected) == eng.count_tokens(right)
+        assert got[0] == pytest.approx(expected, abs=2e-3)
+        assert got[2] == pytest.approx(got[0], abs=1e-3)
+        assert sum(got[0]) / len(got[0]) > sum(got[1]) / len(got[1]), "the question the passage answers is likelier"
+        stats = eng.stats()
+        assert stats["running"] == 0 and stats["kv_cells_used"] == 0
+        with pytest.raises(ValueError, match="continuations"):
+            eng.continuation_logprobs([prompt], [right, wrong])
+        with pytest.raises(ValueError, match="no tokens"):
+            eng.continuation_logprobs([prompt], [""])
+        with pytest.raises(PromptTooLongError):
+            eng.continuation_logprobs(["word " * 600], [right])
+    finally:
+        eng.close()
+
+
 def test_a_shared_system_prompt_is_read_once_and_outputs_do_not_change(engine):
     system = "You answer questions about the staff handbook. Be brief, polite and precise. " * 4
     def ask(q: str) -> list[dict]:
