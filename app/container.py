@@ -23,7 +23,8 @@ from retrieval.bm25 import Bm25Params
 from retrieval.embedder import E5Embedder, Embedder, SentenceTransformerEmbedder, UseEmbedder
 from retrieval.compressor import ExtractiveCompressor
 from retrieval.expansion import QueryExpander
-from retrieval.reranker import CrossEncoderReranker, LlmReranker, NoopReranker, Reranker
+from retrieval.reranker import (QUERY_LIKELIHOOD_BLEND, CrossEncoderReranker, LlmReranker, NoopReranker,
+                                QueryLikelihoodReranker, Reranker)
 from retrieval.retriever import Retriever
 from retrieval.store import FaissStore, IndexConfig
 from serving.generator import Generator
@@ -48,6 +49,7 @@ class Services:
         self.settings = settings
         self._generator = generator
         self._lock = threading.Lock()
+        self._scorer = None  # the re-ranker's own engine, when retrieval.rerank_model names one
 
     @cached_property
     def embedder(self) -> Embedder:
@@ -109,17 +111,46 @@ class Services:
                         "to fine-tune one on your documents, or set CONSULTA_RETRIEVAL__RERANKER_PATH to a local "
                         "CrossEncoder folder (e.g. BAAI/bge-reranker-base), or set CONSULTA_RETRIEVAL__RERANKER=none")
                 return CrossEncoderReranker(str(path), top=s.rerank_top, blend=s.rerank_blend)
+            case "query-likelihood":
+                blend = QUERY_LIKELIHOOD_BLEND if s.rerank_blend is None else s.rerank_blend
+                return QueryLikelihoodReranker(self._score_continuation,
+                                               format_chat=lambda m: self.scorer.format_chat(m),
+                                               top=s.rerank_top, blend=blend)
             case "llm":
-                return LlmReranker(self._score_next_token, format_chat=lambda m: self.generator.format_chat(m),
+                return LlmReranker(self._score_next_token, format_chat=lambda m: self.scorer.format_chat(m),
                                    top=s.rerank_top, blend=s.rerank_blend or 0.0)
         raise ConsultaError(f"unknown reranker {s.reranker!r}")  # pragma: no cover
 
+    @property
+    def scorer(self):
+        """The engine the LLM re-rankers score with: one of its own for retrieval.rerank_model, else the serving
+        engine (loaded on first use either way)."""
+        model = self.settings.retrieval.rerank_model
+        if model is None:
+            if self.settings.serving.backend != "local":
+                raise ConsultaError(f"reranker={self.settings.retrieval.reranker} scores with a local model, and the "
+                                    "serving backend is remote: set CONSULTA_RETRIEVAL__RERANK_MODEL to a bundled "
+                                    "model name or a GGUF path")
+            return self.generator
+        with self._lock:
+            if self._scorer is None:
+                from serving.engine import BatchingEngine
+
+                s = self.settings.serving
+                engine = BatchingEngine(str(resolve_model(model, self.settings.models_dir)), n_ctx=4096,
+                                        n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers, max_sequences=4,
+                                        n_batch=s.n_batch, flash_attn=s.flash_attn)
+                engine.warm_up()
+                self._scorer = engine
+            return self._scorer
+
     def _score_next_token(self, prompts, candidates):
-        """The engine's next-token log-probabilities (the LLM re-ranker's judge); the engine loads on first use."""
-        generator = self.generator
-        if not hasattr(generator, "next_token_logprobs"):
-            raise ConsultaError("reranker=llm needs the local engine (serving.backend=local)")
-        return generator.next_token_logprobs(prompts, candidates)
+        """Next-token log-probabilities (the yes/no re-ranker's judge)."""
+        return self.scorer.next_token_logprobs(prompts, candidates)
+
+    def _score_continuation(self, prompts, continuations):
+        """Continuation log-probabilities (the query-likelihood re-ranker)."""
+        return self.scorer.continuation_logprobs(prompts, continuations)
 
     def _generate_short(self, prompt: str, max_tokens: int) -> str:
         """One greedy completion from the serving model (query expansion's writer)."""
@@ -262,3 +293,6 @@ class Services:
         if self._generator is not None:
             self._generator.close()
             self._generator = None
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None

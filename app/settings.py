@@ -65,10 +65,15 @@ class RetrievalSettings(BaseModel):
     min_score: float | None = Field(
         None, description="Below this embedding similarity (cosine, in every mode) of the best passage, answer "
         "that the documents don't say without asking the model; default depends on the embedder")
-    reranker: Literal["none", "cross-encoder", "llm"] = Field(
+    reranker: Literal["none", "cross-encoder", "query-likelihood", "llm"] = Field(
         "none", description="Second-stage re-ranker: cross-encoder (reranker_path, or the one `consulta reranker "
-        "train` fine-tuned on your documents into <data_dir>/reranker) or llm (the serving model judges each of "
-        "the top rerank_top passages yes/no; slow on CPU, see README)")
+        "train` fine-tuned on your documents into <data_dir>/reranker), query-likelihood (how likely the serving "
+        "model finds the question after each of the top rerank_top passages; about 1 s a passage on 2 CPU "
+        "cores, see README) or llm (the serving model judges each passage yes/no; slow and weaker)")
+    rerank_model: str | None = Field(
+        None, description="GGUF the query-likelihood and llm re-rankers score with: a bundled model name or a path; "
+        "default the serving model (the bundled qwen2.5-coder-0.5b scores about three times faster than the "
+        "default 1.5B, and measured as well: see README)")
     reranker_path: Path | None = Field(None, description="Local CrossEncoder folder, for reranker=cross-encoder "
                                        "(default: <data_dir>/reranker, written by `consulta reranker train`)")
     rerank_top: int = Field(8, ge=1, le=100, description="First-stage hits the re-ranker scores (the rest keep "
@@ -76,7 +81,8 @@ class RetrievalSettings(BaseModel):
     rerank_blend: float | None = Field(
         None, ge=0.0, le=10.0, description="Weight of the first-stage order mixed back into the re-ranker's: for "
         "cross-encoder, z(model score) + blend x z(first-stage prior), default the value `consulta reranker train` "
-        "chose on its held-out questions; for llm, reciprocal-rank fusion, default 0 (the re-ranker's order alone)")
+        "chose on its held-out questions; for query-likelihood the same mix, default 1; for llm, reciprocal-rank "
+        "fusion, default 0 (the re-ranker's order alone)")
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="Dense index: auto = exact inner product up to exact_max chunks, HNSW above; flat, "
         "hnsw or ivf force one (filtered searches are always exact over the matching chunks)")

@@ -14,6 +14,9 @@ Configs (each a Retriever built like app/container.py builds it):
   hybrid+rerank       hybrid + LLM yes/no re-ranking of the top --rerank-top       [LLM]
   hybrid+rerank-blend the same judgements, fused with the first-stage rank (blend 1.0)  [LLM]
   full / full-blend   hybrid + prf + expansion + rerank (pure LLM order / blended)  [LLM]
+  hybrid+qlm          hybrid + query-likelihood re-ranking of the top --rerank-top: mean log P(question |
+                      passage) under the LLM (UPR)                                 [LLM]
+  hybrid+qlm-blend    the same scores mixed with the first-stage order at --qlm-blend  [LLM]
   hybrid+ce           hybrid + a cross-encoder trained on the set's own passages (InPars-style: the
                       --ce-model LLM writes --ce-questions questions about sampled passages, hard
                       negatives from hybrid search, MiniLM fine-tuned; retrieval/reranker_training.py),
@@ -55,7 +58,8 @@ from ingest.language import detect_language  # noqa: E402
 from retrieval.bm25 import Bm25Params  # noqa: E402
 from retrieval.compressor import ExtractiveCompressor  # noqa: E402
 from retrieval.expansion import QueryExpander  # noqa: E402
-from retrieval.reranker import CrossEncoderReranker, LlmReranker  # noqa: E402
+from retrieval.reranker import (QUERY_LIKELIHOOD_BLEND, CrossEncoderReranker, LlmReranker,  # noqa: E402
+                                QueryLikelihoodReranker)
 from retrieval.reranker_training import (MANIFEST, SyntheticQuery, TrainingConfig, read_manifest,  # noqa: E402
                                          train_reranker)
 from retrieval.retriever import Retriever  # noqa: E402
@@ -63,10 +67,11 @@ from retrieval.store import FaissStore, IndexConfig, IndexIdentity  # noqa: E402
 from retrieval.types import Chunk  # noqa: E402
 
 LLM_CONFIGS = {"hybrid+expansion", "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full",
-               "full-blend"}
+               "full-blend", "hybrid+qlm", "hybrid+qlm-blend"}
 CE_CONFIGS = {"hybrid+ce", "hybrid+ce-blend", "hybrid+prf+ce"}
 CONFIGS = ["bm25", "dense-e5", "dense-use", "dense-minilm", "hybrid", "hybrid+prf", "hybrid+expansion",
-           "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend", *sorted(CE_CONFIGS)]
+           "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend", "hybrid+qlm",
+           "hybrid+qlm-blend", *sorted(CE_CONFIGS)]
 QA_FILES = {"xquad-en": "qa/xquad/en", "xquad-es": "qa/xquad/es", "squad2-en-half": "qa/squad2-en-half"}
 
 
@@ -146,6 +151,7 @@ class Llm:
         self.engine.warm_up()
         self._texts: dict[tuple[str, int], str] = {}
         self._scores: dict[tuple[str, tuple[str, ...]], dict[str, float]] = {}
+        self._spans: dict[tuple[str, str], list[float]] = {}
 
     def generate(self, prompt: str, max_tokens: int) -> str:
         from serving.generator import SamplingParams
@@ -163,6 +169,15 @@ class Llm:
             for p, r in zip(todo, self.engine.next_token_logprobs(todo, cand), strict=True):
                 self._scores[(p, cand)] = r
         return [self._scores[(p, cand)] for p in prompts]
+
+
+    def continuation(self, prompts, continuations) -> list[list[float]]:
+        pairs = list(zip(prompts, continuations, strict=True))
+        todo = [pair for pair in dict.fromkeys(pairs) if pair not in self._spans]
+        if todo:
+            got = self.engine.continuation_logprobs([p for p, _ in todo], [c for _, c in todo])
+            self._spans.update(zip(todo, got, strict=True))
+        return [self._spans[pair] for pair in pairs]
 
 
 def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retriever:
@@ -186,6 +201,10 @@ def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retri
         blend = 1.0 if config.endswith("blend") else 0.0
         kw["reranker"] = LlmReranker(llm.score, format_chat=llm.engine.format_chat, top=args.rerank_top,
                                      blend=blend)
+    if config in ("hybrid+qlm", "hybrid+qlm-blend"):
+        kw["reranker"] = QueryLikelihoodReranker(llm.continuation, format_chat=llm.engine.format_chat,
+                                                 top=args.rerank_top,
+                                                 blend=args.qlm_blend if config.endswith("blend") else 0.0)
     return Retriever(embedder, store, mode="hybrid", **kw)
 
 
@@ -403,6 +422,8 @@ def main() -> None:
     ap.add_argument("--model", default="qwen2.5-coder-0.5b", help="bundled GGUF for LLM configs")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rerank-top", type=int, default=8)
+    ap.add_argument("--qlm-blend", type=float, default=QUERY_LIKELIHOOD_BLEND,
+                    help="first-stage weight mixed into query-likelihood scores for hybrid+qlm-blend")
     ap.add_argument("--feedback", type=int, default=3)
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--recall-k", type=int, default=20)

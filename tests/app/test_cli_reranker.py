@@ -1,5 +1,6 @@
-"""`consulta reranker train/show` and reranker=cross-encoder, run as a user runs them: real processes, the bundled
-tiny GGUF writing the questions, the bundled MiniLM fine-tuned."""
+"""`consulta reranker train/show`, reranker=cross-encoder and reranker=query-likelihood, run as a user runs them:
+real processes, the bundled tiny GGUF writing the questions, the bundled MiniLM fine-tuned, the bundled Qwen 0.5B
+scoring query likelihood."""
 
 from __future__ import annotations
 
@@ -67,3 +68,32 @@ def test_train_then_search_with_the_trained_reranker(env, handbook):
                                                                      env).stdout)["hits"]}
     assert [h["score"] for h in reranked] == sorted((h["score"] for h in reranked), reverse=True)
     assert [h["score"] for h in reranked] != [h["score"] for h in plain]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("query", "source"), [
+    ("How many weeks of parental leave do parents get?", "parental-leave"),
+    ("Where can I leave my bicycle?", "parking"),
+])
+def test_search_with_the_query_likelihood_reranker(env, handbook, query, source):
+    r = run_cli(["ingest", str(handbook), "--collection", "hr", "--json"], env)
+    assert r.returncode == 0, r.stderr
+    first_stage = json.loads(run_cli(["search", query, "--k", "20", "--json"], env).stdout)["hits"]
+    qlm = {**env, "CONSULTA_RETRIEVAL__RERANKER": "query-likelihood", "CONSULTA_RETRIEVAL__RERANK_TOP": "6",
+           "CONSULTA_RETRIEVAL__RERANK_MODEL": "qwen2.5-coder-0.5b"}
+    r = run_cli(["search", query, "--k", "5", "--json"], qlm)
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)["hits"]
+    assert source in hits[0]["source"]
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert {h["chunk_id"] for h in hits} <= {h["chunk_id"] for h in first_stage[:6]}, "it re-orders the top 6 only"
+
+
+def test_query_likelihood_without_a_local_model_says_what_to_set(env, handbook):
+    r = run_cli(["ingest", str(handbook), "--collection", "hr", "--json"], env)
+    assert r.returncode == 0, r.stderr
+    r = run_cli(["search", "parental leave", "--json"],
+                {**env, "CONSULTA_RETRIEVAL__RERANKER": "query-likelihood", "CONSULTA_SERVING__BACKEND": "remote",
+                 "CONSULTA_SERVING__REMOTE_URL": "http://127.0.0.1:9/v1"})
+    assert r.returncode == 1
+    assert "CONSULTA_RETRIEVAL__RERANK_MODEL" in r.stderr and "Traceback" not in r.stderr

@@ -1,5 +1,5 @@
 """The LLM stages of retrieval with the real bundled Qwen 0.5B through the real BatchingEngine:
-yes/no re-ranking and query expansion (multi-query, HyDE, decomposition)."""
+yes/no and query-likelihood re-ranking, and query expansion (multi-query, HyDE, decomposition)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from ingest.language import detect_language
 from retrieval.expansion import QueryExpander
-from retrieval.reranker import LlmReranker
+from retrieval.reranker import LlmReranker, QueryLikelihoodReranker
 from retrieval.retriever import Retriever
 from retrieval.store import FaissStore, IndexIdentity
 from retrieval.types import Chunk, Hit
@@ -61,6 +61,45 @@ def test_llm_reranker_judges_only_the_top_few(engine):
     assert len(prompts_seen) == 2, "one prompt per judged passage, and only the top 2"
     assert {h.chunk.id for h in ranked[:2]} == {"c0", "c1"}
     assert [h.chunk.id for h in ranked[2:]] == ["c2", "c3", "c4"], "the unjudged keep their order, after"
+
+
+PASSAGES_ES = [
+    "El comedor de la planta baja sirve comidas de doce a tres de la tarde.",
+    "Las visitas deben registrarse en recepción y llevar la acreditación en todo momento.",
+    "Las salas de reuniones se reservan en el calendario de la intranet.",
+    "Los gastos de viaje se reembolsan en un plazo de treinta días desde la entrega del recibo.",
+]
+
+
+@pytest.mark.parametrize(("passages", "question", "answer"), [
+    (PASSAGES[:4], "How many days of paid holiday does an employee get?", "c3"),
+    (PASSAGES[:4], "Where do I book a meeting room?", "c2"),
+    (PASSAGES_ES, "¿En cuánto tiempo me devuelven los gastos de viaje?", "c3"),
+])
+def test_query_likelihood_reranker_lifts_the_passage_that_answers(engine, passages, question, answer):
+    hits = _hits(passages)
+    ranked = QueryLikelihoodReranker(engine.continuation_logprobs, format_chat=engine.format_chat,
+                                     top=4).rerank(question, hits, 4)
+    assert ranked[0].chunk.id == answer
+    assert [h.score for h in ranked] == sorted((h.score for h in ranked), reverse=True)
+
+
+def test_query_likelihood_reranker_scores_only_the_top_few_and_blends_the_first_stage_back(engine):
+    pairs_seen = []
+
+    def score(prompts, continuations):
+        pairs_seen.extend(zip(prompts, continuations, strict=True))
+        return engine.continuation_logprobs(prompts, continuations)
+
+    hits = _hits(PASSAGES)
+    question = "How many days of paid holiday does an employee get?"
+    ranked = QueryLikelihoodReranker(score, format_chat=engine.format_chat, top=4).rerank(question, hits, 6)
+    assert len(pairs_seen) == 4 and all(c == question for _, c in pairs_seen), "one pair per scored passage"
+    assert ranked[0].chunk.id == "c3"
+    assert [h.chunk.id for h in ranked[4:]] == ["c4", "c5"], "the unscored keep their order, after"
+    # a heavy first-stage weight keeps the first-stage order
+    kept = QueryLikelihoodReranker(score, format_chat=engine.format_chat, top=4, blend=10.0).rerank(question, hits, 4)
+    assert [h.chunk.id for h in kept] == ["c0", "c1", "c2", "c3"]
 
 
 def _generate(engine):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.container import Services
 from app.settings import Settings
-from retrieval.reranker import LlmReranker, NoopReranker
+from retrieval.reranker import QUERY_LIKELIHOOD_BLEND, LlmReranker, NoopReranker, QueryLikelihoodReranker
 
 
 def test_settings_choose_the_retrieval_stages(tmp_path):
@@ -24,3 +24,13 @@ def test_defaults_add_no_llm_stage(tmp_path):
     s = Services(Settings(data_dir=tmp_path))
     assert isinstance(s.retriever.reranker, NoopReranker) and s.retriever.expander is None
     assert s.compressor is None and s.store.index_config.kind == "auto"
+
+
+def test_query_likelihood_reranker_is_wired_to_the_serving_engine(tmp_path):
+    s = Services(Settings(data_dir=tmp_path, retrieval={"reranker": "query-likelihood", "rerank_top": 6}))
+    r = s.retriever.reranker
+    assert isinstance(r, QueryLikelihoodReranker) and r.top == 6 and r.blend == QUERY_LIKELIHOOD_BLEND
+    assert r.score == s._score_continuation
+    explicit = Services(Settings(data_dir=tmp_path, retrieval={"reranker": "query-likelihood", "rerank_blend": 0}))
+    assert explicit.retriever.reranker.blend == 0.0
+    assert not s.generator_loaded
