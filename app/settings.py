@@ -72,8 +72,8 @@ class RetrievalSettings(BaseModel):
         "cores, see README) or llm (the serving model judges each passage yes/no; slow and weaker)")
     rerank_model: str | None = Field(
         None, description="GGUF the query-likelihood and llm re-rankers score with: a bundled model name or a path; "
-        "default the serving model (the bundled qwen2.5-coder-0.5b, measured in the README, reads prompts two to "
-        "three times faster than the default 1.5B)")
+        "default the serving model (the bundled qwen2.5-coder-0.5b re-ranks about 2.2 times faster than the "
+        "default 1.5B; both measured in the README)")
     reranker_path: Path | None = Field(None, description="Local CrossEncoder folder, for reranker=cross-encoder "
                                        "(default: <data_dir>/reranker, written by `consulta reranker train`)")
     rerank_top: int = Field(8, ge=1, le=100, description="First-stage hits the re-ranker scores (the rest keep "
