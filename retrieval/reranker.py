@@ -49,6 +49,20 @@ def interpolate(scores: Sequence[float], blend: float) -> list[int]:
     return sorted(range(len(mixed)), key=lambda i: (-mixed[i], i))
 
 
+def rerank_by_scores(scores: Callable[[str, Sequence[str]], list[float]], query: str, hits: Sequence[Hit], top: int,
+                     blend: float, top_k: int) -> list[Hit]:
+    """The `top` hits in the order of `scores(query, passages)` mixed with their first-stage order (`mix`), then
+    the unscored tail in its own order below them; at most `top_k`."""
+    if not hits:
+        return []
+    head, tail = list(hits[:top]), list(hits[top:])
+    mixed = mix(scores(query, [h.chunk.text for h in head]), blend)
+    ranked = [Hit(head[i].chunk, mixed[i], head[i].dense_score) for i in interpolate(mixed, 0.0)]
+    floor = min(mixed) - 1.0  # the unscored tail stays below every scored hit, in its order
+    ranked += [Hit(h.chunk, floor - n, h.dense_score) for n, h in enumerate(tail)]
+    return ranked[:top_k]
+
+
 class CrossEncoderReranker:
     """A sentence-transformers CrossEncoder loaded from a local folder: BAAI/bge-reranker-base copied in by an
     operator, or one that `consulta reranker train` fine-tuned on the corpus itself.
@@ -86,14 +100,7 @@ class CrossEncoderReranker:
         return [float(s) for s in out]
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
-        if not hits:
-            return []
-        head, tail = list(hits[: self.top]), list(hits[self.top:])
-        scores = mix(self.scores(query, [h.chunk.text for h in head]), self.blend)
-        ranked = [Hit(head[i].chunk, scores[i], head[i].dense_score) for i in interpolate(scores, 0.0)]
-        floor = min(scores) - 1.0  # the unscored tail stays below every scored hit, in its order
-        ranked += [Hit(h.chunk, floor - n, h.dense_score) for n, h in enumerate(tail)]
-        return ranked[:top_k]
+        return rerank_by_scores(self.scores, query, hits, self.top, self.blend, top_k)
 
 
 def _trained_blend(path: str) -> float:
@@ -218,11 +225,4 @@ class QueryLikelihoodReranker:
         return [sum(r) / len(r) if r else 0.0 for r in rows]
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
-        if not hits:
-            return []
-        head, tail = list(hits[: self.top]), list(hits[self.top:])
-        scores = mix(self.scores(query, [h.chunk.text for h in head]), self.blend)
-        ranked = [Hit(head[i].chunk, scores[i], head[i].dense_score) for i in interpolate(scores, 0.0)]
-        floor = min(scores) - 1.0  # the unscored tail stays below every scored hit, in its order
-        ranked += [Hit(h.chunk, floor - n, h.dense_score) for n, h in enumerate(tail)]
-        return ranked[:top_k]
+        return rerank_by_scores(self.scores, query, hits, self.top, self.blend, top_k)

@@ -346,20 +346,9 @@ class BatchingEngine:
             if not tokens:
                 raise ValueError(f"candidate {candidate!r} has no tokens")
             firsts.append(tokens[0])
-        requests = []
-        for prompt in prompts:
-            tokens = self._tokenize(prompt, add_special=True, parse_special=True)
-            if len(tokens) > 1 and tokens[0] == tokens[1] == llama_cpp.llama_vocab_bos(self._vocab):
-                tokens = tokens[1:]  # the prompt already began with the BOS text
-            requests.append(self._make_request(tokens, _SCORE_PARAMS, score_tokens=tuple(firsts)))
-        self._enqueue(requests)
-        streams = [EngineStream(request) for request in requests]
-        try:
-            for stream in streams:
-                drain(stream)
-        finally:
-            for stream in streams:  # after a failure, the prompts not read yet give their slots back
-                stream.cancel()
+        requests = [self._make_request(self._tokenize_prompt(prompt), _SCORE_PARAMS, score_tokens=tuple(firsts))
+                    for prompt in prompts]
+        self._run_scoring(requests)
         return [dict(zip(candidates, request.scores)) for request in requests]
 
     def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
@@ -381,12 +370,22 @@ class BatchingEngine:
             tail = self._tokenize(continuation, add_special=False, parse_special=False)
             if not tail:
                 raise ValueError(f"continuation {continuation!r} has no tokens")
-            head = self._tokenize(prompt, add_special=True, parse_special=True)
+            head = self._tokenize_prompt(prompt)
             if not head:
                 raise ValueError("the prompt is empty: the continuation's first token has nothing to follow")
-            if len(head) > 1 and head[0] == head[1] == llama_cpp.llama_vocab_bos(self._vocab):
-                head = head[1:]  # the prompt already began with the BOS text
             requests.append(self._make_request(head + tail, _SCORE_PARAMS, score_span=len(tail)))
+        self._run_scoring(requests)
+        return [list(request.span_logprobs) for request in requests]
+
+    def _tokenize_prompt(self, prompt: str) -> list[int]:
+        """A raw prompt's tokens: BOS added if the model wants it, once even if the text already began with it."""
+        tokens = self._tokenize(prompt, add_special=True, parse_special=True)
+        if len(tokens) > 1 and tokens[0] == tokens[1] == llama_cpp.llama_vocab_bos(self._vocab):
+            tokens = tokens[1:]
+        return tokens
+
+    def _run_scoring(self, requests: list[Request]) -> None:
+        """Queue scoring requests together and wait for all of them."""
         self._enqueue(requests)
         streams = [EngineStream(request) for request in requests]
         try:
@@ -395,7 +394,6 @@ class BatchingEngine:
         finally:
             for stream in streams:  # after a failure, the prompts not read yet give their slots back
                 stream.cancel()
-        return [list(request.span_logprobs) for request in requests]
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes as plain content (no BOS, special markup not parsed)."""
@@ -714,15 +712,19 @@ class BatchingEngine:
     def _score(self, seq: _Sequence, row: int) -> None:
         """A scoring request's answer: log-softmax of its last prompt row at the candidate tokens."""
         try:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
-            top = float(logits.max())
-            log_z = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
-            seq.request.scores = [float(logits[t]) - log_z for t in seq.request.score_tokens]
+            seq.request.scores = self._logprobs(row, seq.request.score_tokens)
         except Exception as exc:
             logger.exception("scoring failed for request %d", seq.request.id)
             self._release(seq, "error", GenerationError(f"scoring failed: {exc}"))
             return
         self._release(seq, "scored")
+
+    def _logprobs(self, row: int, tokens: Sequence[int]) -> list[float]:
+        """The log-softmax of a batch row's logits at `tokens` (read before the next decode overwrites them)."""
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+        top = float(logits.max())
+        log_z = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
+        return [float(logits[t]) - log_z for t in tokens]
 
     def _score_span(self, rows: list[tuple[_Sequence, int, int]]) -> None:
         """Continuation scoring: the log-softmax of each wanted row at the prompt token that follows it; a
@@ -732,10 +734,7 @@ class BatchingEngine:
             if self._slots[seq.seq_id] is not seq:
                 continue
             try:
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
-                top = float(logits.max())
-                log_z = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
-                seq.request.span_logprobs.append(float(logits[seq.request.tokens[target]]) - log_z)
+                seq.request.span_logprobs.extend(self._logprobs(row, [seq.request.tokens[target]]))
             except Exception as exc:
                 logger.exception("scoring failed for request %d", seq.request.id)
                 self._release(seq, "error", GenerationError(f"scoring failed: {exc}"))
