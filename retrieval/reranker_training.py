@@ -40,6 +40,7 @@ from retrieval.types import Chunk, Hit
 logger = logging.getLogger(__name__)
 
 MANIFEST = "consulta-reranker.json"
+OWNER = "owner.pid"  # in a training work folder: the pid of the run that owns it
 # Weights of the first-stage order tried on the held-out questions (retrieval.reranker.interpolate)
 BLENDS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
@@ -230,7 +231,7 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
     try:
         from datasets import Dataset
         from sentence_transformers import CrossEncoder
-        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer  # noqa: F401 (needs accelerate)
         from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
     except ImportError as e:
         raise RerankerTrainingError("training needs sentence-transformers[train] (datasets, accelerate)") from e
@@ -268,7 +269,18 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
         raise RerankerTrainingError(f"unknown loss {config.loss!r}: choose listwise or pointwise")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_training(out)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".training-", dir=out.parent))  # unique: concurrent runs don't mix
+    (tmp / OWNER).write_text(str(os.getpid()), encoding="utf-8")
+    try:
+        return _train_into(model, data, loss, config, steps_per_epoch, tmp, out)
+    finally:
+        _remove_tree(tmp)  # an error or Ctrl-C leaves nothing behind; kill -9 is swept by the next run
+
+
+def _train_into(model, data, loss, config: TrainingConfig, steps_per_epoch: int, tmp: Path, out: Path) -> Path:
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+
     args = CrossEncoderTrainingArguments(
         output_dir=str(tmp / "checkpoints"), num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
@@ -285,8 +297,35 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
         final = tmp / "model"
         model.save_pretrained(str(final))
     _replace_dir(final, out)
-    _remove_tree(tmp)
     return out
+
+
+def sweep_stale_training(out: Path) -> list[Path]:
+    """Remove the work folders that killed training runs for `out` left behind (their process is gone), and
+    return them; a folder whose run is still alive, here or in another process, is kept."""
+    removed = []
+    for folder in sorted(Path(out).parent.glob(Path(out).name + ".training-*")):
+        if folder.is_dir() and not _owner_alive(folder):
+            _remove_tree(folder)
+            removed.append(folder)
+    return removed
+
+
+def _owner_alive(folder: Path) -> bool:
+    try:
+        pid = int((folder / OWNER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no owner yet (a run between mkdtemp and its first write) or an older layout
+        try:
+            return time.time() - folder.stat().st_mtime < 60
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def _pos_weight(positives: int, total: int):

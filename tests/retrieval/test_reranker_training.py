@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from retrieval.reranker import CrossEncoderReranker, interpolate
 from retrieval.reranker_training import (RerankerTrainingError, SyntheticQuery, TrainingConfig, clean_question,
-                                         mine_pairs, ranking_metrics, train_cross_encoder)
+                                         mine_pairs, ranking_metrics, sweep_stale_training, train_cross_encoder)
 from retrieval.types import Chunk, Hit
 from tests.retrieval.reranker_corpus import PASSAGES
 
@@ -128,8 +129,10 @@ def test_training_without_negatives_fails_clearly_and_keeps_the_model(trained):
 
 
 @pytest.mark.slow
-def test_kill_9_during_training_leaves_the_previous_model_whole(trained, tmp_path):
-    """A training run killed mid-way never leaves a half-written model where the re-ranker loads from."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_training_run_stopped_mid_way_leaves_the_previous_model_whole_and_no_litter(trained, sig):
+    """A training run killed mid-way never leaves a half-written model where the re-ranker loads from. Ctrl-C
+    cleans up its work folder at once; after kill -9 the next run sweeps it, but not the folder of a live run."""
     before = model_digest(trained)
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
@@ -138,12 +141,25 @@ def test_kill_9_during_training_leaves_the_previous_model_whole(trained, tmp_pat
         "pairs = mine_pairs(TRAIN, shuffled, TEXTS)[0] * 20;"
         "print('training', flush=True);"
         "train_cross_encoder(pairs, __import__('pathlib').Path(sys.argv[2]), config=TrainingConfig(loss='pointwise', epochs=5))")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(REPO), str(trained)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(REPO), str(trained)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout.readline().strip() == "training"
     time.sleep(8)  # inside the training loop (it would run for minutes)
-    assert proc.poll() is None, "the training run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    assert proc.poll() is None, "the training run ended before it could be stopped"
+    proc.send_signal(sig)
     proc.wait(timeout=30)
     assert model_digest(trained) == before
+    left = list(trained.parent.glob(trained.name + ".training-*"))
+    if sig == signal.SIGINT:
+        assert left == []
+    else:
+        assert len(left) == 1 and (left[0] / "owner.pid").read_text() == str(proc.pid)
+        alive = trained.parent / (trained.name + ".training-alive")
+        alive.mkdir()
+        (alive / "owner.pid").write_text(str(os.getpid()))
+        assert sweep_stale_training(trained) == left
+        assert not left[0].exists() and alive.exists()
+        alive.joinpath("owner.pid").unlink()
+        alive.rmdir()
     hits = shuffled("How many holiday days do full-time staff have?")
     assert CrossEncoderReranker(str(trained)).rerank("How many holiday days do full-time staff have?", hits, 1)
