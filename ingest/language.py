@@ -20,7 +20,7 @@ _DISTINCT = {
               "there their they should would could".split()),
     "es": set("qué cuál cuáles cómo está son los las del y para pero más dónde porque una cuántos cuántas "
               "cuánto días año años tiene tienen hay puede pueden hacer sobre desde también muy".split()),
-    "ca": set("què quin quina quins quines com és els les dels i amb però més on perquè això aquest aquesta "
+    "ca": set("què quin quina quins quines com és els les dels amb però més perquè això aquest aquesta "
               "quants quantes quant dies any anys té tenen hi pot poden fer sobre des també molt".split()),
 }
 _TOKEN = re.compile(r"[a-zà-ÿ·']+")

@@ -1,0 +1,25 @@
+"""Language detection of short questions (ingest/language.py): it picks the BM25 analyser for a query and the
+language the query-likelihood re-ranker asks in, so a misread English question is stemmed as Catalan."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.language import detect_language
+
+
+@pytest.mark.parametrize("text, language", [
+    # English questions whose only function words are shared with Catalan ("on", a lower-case "i"): Cranfield's
+    ("papers on shock-sound wave interaction .", "en"),
+    ("where can i find pressure data on surfaces of swept cylinders .", "en"),
+    ("experimental studies on panel flutter .", "en"),
+    ("How many holiday days do full-time staff have?", "en"),
+    ("¿Cuántos días de vacaciones tienen los trabajadores?", "es"),
+    ("¿Dónde está la sede de la empresa?", "es"),
+    ("Quants dies de vacances tenen els treballadors?", "ca"),
+    ("On és la seu de l'empresa?", "ca"),
+    ("On puc trobar el formulari?", "ca"),
+    ("Qui signa els contractes i quan?", "ca"),
+])
+def test_short_questions_are_read_in_their_language(text, language):
+    assert detect_language(text) == language
