@@ -13,7 +13,8 @@ Configs (each a Retriever built like app/container.py builds it):
   hybrid+decompose    hybrid + LLM decomposition into sub-questions               [LLM]
   hybrid+rerank       hybrid + LLM yes/no re-ranking of the top --rerank-top       [LLM]
   hybrid+rerank-blend the same judgements, fused with the first-stage rank (blend 1.0)  [LLM]
-  full / full-blend   hybrid + prf + expansion + rerank (pure LLM order / blended)  [LLM]
+  full / full-blend   hybrid + prf + expansion + query-likelihood re-ranking (the better LLM re-ranker;
+                      its order alone / mixed at --qlm-blend)                    [LLM]
   hybrid+qlm          hybrid + query-likelihood re-ranking of the top --rerank-top: mean log P(question |
                       passage) under the LLM (UPR)                                 [LLM]
   hybrid+qlm-blend    the same scores mixed with the first-stage order at --qlm-blend  [LLM]
@@ -197,11 +198,11 @@ def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retri
         kw["expander"] = QueryExpander(generate=llm.generate, multi_query=2, hyde=True)
     if config == "hybrid+decompose":
         kw["expander"] = QueryExpander(generate=llm.generate, decompose=True)
-    if config in ("hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend"):
+    if config in ("hybrid+rerank", "hybrid+rerank-blend"):
         blend = 1.0 if config.endswith("blend") else 0.0
         kw["reranker"] = LlmReranker(llm.score, format_chat=llm.engine.format_chat, top=args.rerank_top,
                                      blend=blend)
-    if config in ("hybrid+qlm", "hybrid+qlm-blend"):
+    if config in ("hybrid+qlm", "hybrid+qlm-blend", "full", "full-blend"):
         kw["reranker"] = QueryLikelihoodReranker(llm.continuation, format_chat=llm.engine.format_chat,
                                                  top=args.rerank_top,
                                                  blend=args.qlm_blend if config.endswith("blend") else 0.0)
