@@ -135,6 +135,8 @@ def test_a_training_run_stopped_mid_way_leaves_the_previous_model_whole_and_no_l
     cleans up its work folder at once; after kill -9 the next run sweeps it, but not the folder of a live run."""
     before = model_digest(trained)
     script = (
+        # a shell starts background jobs with SIGINT ignored (a suite run with `&`); a terminal's Ctrl-C is not
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from tests.retrieval.test_reranker_training import TRAIN, TEXTS, shuffled;"
         "from retrieval.reranker_training import mine_pairs, train_cross_encoder, TrainingConfig;"
@@ -143,11 +145,19 @@ def test_a_training_run_stopped_mid_way_leaves_the_previous_model_whole_and_no_l
         "train_cross_encoder(pairs, __import__('pathlib').Path(sys.argv[2]), config=TrainingConfig(loss='pointwise', epochs=5))")
     proc = subprocess.Popen([sys.executable, "-c", script, str(REPO), str(trained)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout.readline().strip() == "training"
-    time.sleep(8)  # inside the training loop (it would run for minutes)
-    assert proc.poll() is None, "the training run ended before it could be stopped"
-    proc.send_signal(sig)
-    proc.wait(timeout=30)
+    try:
+        assert proc.stdout.readline().strip() == "training"
+        deadline = time.monotonic() + 180  # imports and the model load come first; slow when the cores are shared
+        while not list(trained.parent.glob(trained.name + ".training-*/owner.pid")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the training run never created its work folder"
+            time.sleep(0.5)
+        time.sleep(4)  # inside the training loop (it would run for minutes)
+        assert proc.poll() is None, "the training run ended before it could be stopped"
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()  # never left running to overwrite the model after a failure here
+        proc.wait()
     assert model_digest(trained) == before
     left = list(trained.parent.glob(trained.name + ".training-*"))
     if sig == signal.SIGINT:
