@@ -323,8 +323,8 @@ def _owner_alive(folder: Path) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's live process
-        return True
+    except PermissionError:  # alive, but another user's
+        pass
     return True
 
 

@@ -1,5 +1,5 @@
-"""Language detection of short questions (ingest/language.py): it picks the BM25 analyser for a query and the
-language the query-likelihood re-ranker asks in, so a misread English question is stemmed as Catalan."""
+"""Language detection of short questions (ingest/language.py): it picks the BM25 analyser for a query, so a
+misread English question is stemmed as Catalan."""
 
 from __future__ import annotations
 
