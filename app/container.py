@@ -69,6 +69,16 @@ class Services:
         raise ConsultaError(f"unknown embedder {s.embedder!r}")  # pragma: no cover - pydantic validates
 
     @cached_property
+    def english_embedder(self) -> Embedder | None:
+        """The English-only model whose ranking joins hybrid search for English questions (ingestion stores its
+        vectors in every mode, so that switching to hybrid needs no reindex); None when off, or when the main
+        embedder is that same model."""
+        s = self.settings.retrieval
+        if s.english_embedder == "none" or s.embedder == "minilm":
+            return None
+        return SentenceTransformerEmbedder()
+
+    @cached_property
     def chunker(self) -> Chunker:
         s = self.settings.ingest
         embedder = self.embedder if s.chunker in ("semantic", "double_pass") else None
@@ -182,14 +192,16 @@ class Services:
         return Retriever(self.embedder, self.store, reranker=self.reranker, candidates=s.candidates, mode=s.mode,
                          rrf_k=s.rrf_k, detect_language=detect_language, expander=self.expander,
                          feedback=s.feedback, diversity=s.diversity, dedup_threshold=s.dedup_threshold,
-                         mmr_lambda=s.mmr_lambda, identifier_weight=s.identifier_weight)
+                         mmr_lambda=s.mmr_lambda, identifier_weight=s.identifier_weight,
+                         english_embedder=self.english_embedder)
 
     @cached_property
     def first_stage(self) -> Retriever:
         """The retriever without re-ranking or LLM expansion: what a re-ranker is trained and checked against."""
         s = self.settings.retrieval
         return Retriever(self.embedder, self.store, candidates=s.candidates, mode=s.mode, rrf_k=s.rrf_k,
-                         detect_language=detect_language, feedback=s.feedback, identifier_weight=s.identifier_weight)
+                         detect_language=detect_language, feedback=s.feedback, identifier_weight=s.identifier_weight,
+                         english_embedder=self.english_embedder)
 
     @cached_property
     def pipeline(self) -> IngestPipeline:
@@ -197,7 +209,7 @@ class Services:
         return IngestPipeline(default_loaders(s.max_pages, pdf_tables=s.pdf_tables), self.chunker, self.embedder,
                               self.ingest_store, max_file_bytes=int(s.max_file_mb * 1024 * 1024),
                               parse_workers=s.parse_workers, parse_timeout_s=s.parse_timeout_s,
-                              parse_memory_mb=s.parse_memory_mb)
+                              parse_memory_mb=s.parse_memory_mb, english_embedder=self.english_embedder)
 
     @property
     def generator(self) -> Generator:

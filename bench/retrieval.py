@@ -9,6 +9,9 @@ Configs (each a Retriever built like app/container.py builds it):
   dense-e5/-use/-minilm  dense alone, exact inner product, one per bundled embedder
   hybrid              e5 + BM25, reciprocal rank fusion (the default pipeline)
   hybrid+prf          hybrid, BM25 with pseudo-relevance feedback (lexical expansion, no LLM)
+  CONFIG+en           any config with the English ranking on (retrieval.english_embedder=minilm, the
+                      default): English questions also search the English passages with all-MiniLM-L6-v2,
+                      a third list in the fusion (e.g. hybrid+en, hybrid+prf+en, full+en)
   hybrid+expansion    hybrid + LLM multi-query rewriting (2) + HyDE               [LLM]
   hybrid+decompose    hybrid + LLM decomposition into sub-questions               [LLM]
   hybrid+rerank       hybrid + LLM yes/no re-ranking of the top --rerank-top       [LLM]
@@ -69,10 +72,13 @@ from retrieval.types import Chunk  # noqa: E402
 
 LLM_CONFIGS = {"hybrid+expansion", "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full",
                "full-blend", "hybrid+qlm", "hybrid+qlm-blend"}
+LLM_CONFIGS |= {c + "+en" for c in LLM_CONFIGS}
 CE_CONFIGS = {"hybrid+ce", "hybrid+ce-blend", "hybrid+prf+ce"}
 CONFIGS = ["bm25", "dense-e5", "dense-use", "dense-minilm", "hybrid", "hybrid+prf", "hybrid+expansion",
            "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend", "hybrid+qlm",
            "hybrid+qlm-blend", *sorted(CE_CONFIGS)]
+HYBRID_CONFIGS = [c for c in CONFIGS if c.startswith(("hybrid", "full"))]
+CONFIGS += [c + "+en" for c in HYBRID_CONFIGS]  # the same, with the English ranking
 QA_FILES = {"xquad-en": "qa/xquad/en", "xquad-es": "qa/xquad/es", "squad2-en-half": "qa/squad2-en-half"}
 
 
@@ -127,10 +133,19 @@ def embed_set(set_name: str, emb, texts: list[str], qtexts: list[str], cache: Pa
     return d, {t: q["vectors"][i] for i, t in enumerate(qtexts)}, list(q["ms"])
 
 
-def build_store(root: Path, emb_id: str, chunks: list[Chunk], vectors: np.ndarray) -> FaissStore:
+def build_store(root: Path, emb_id: str, chunks: list[Chunk], vectors: np.ndarray,
+                english: tuple[str, np.ndarray] | None = None) -> FaissStore:
+    """A published index of these chunks; `english` (model id, one vector per chunk) adds the English ranking's
+    vectors for the English chunks, as ingestion stores them."""
     store = FaissStore(root, bm25=Bm25Params())
     with store.writer(IndexIdentity(emb_id, vectors.shape[1])) as w:
-        w.add(chunks, vectors)
+        if english is not None:
+            en_id, en_vectors = english
+            w.use_english(en_id, en_vectors.shape[1])
+            is_en = np.array([c.meta.get("language") == "en" for c in chunks])
+            w.add(chunks, vectors, np.where(is_en[:, None], en_vectors, 0).astype(np.float32))
+        else:
+            w.add(chunks, vectors)
     return FaissStore(root, bm25=Bm25Params()).load()  # what a fresh process reads
 
 
@@ -318,6 +333,14 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
             docs, qvec, qms = embed_set(set_name, emb, texts, qtexts, Path(args.cache))
             stores[name] = build_store(Path(tmp) / name, emb.model_id, chunks, docs)
             cached[name] = (CachedEmbedder(emb, docs.shape[1], qvec), qms)
+        english = None
+        if any(c.endswith("+en") for c in configs):
+            en = embedders["minilm"]
+            en_docs, en_qvec, _ = embed_set(set_name, en, texts, qtexts, Path(args.cache))
+            english = CachedEmbedder(en, en_docs.shape[1], en_qvec)
+            stores["e5+en"] = build_store(Path(tmp) / "e5+en", embedders["e5"].model_id, chunks,
+                                          embed_set(set_name, embedders["e5"], texts, qtexts, Path(args.cache))[0],
+                                          english=(en.model_id, en_docs))
         args.current_set = set_name
         if CE_CONFIGS & set(configs):
             rows.append(ensure_cross_encoder(set_name, chunks, cached["e5"][0], stores["e5"], args, args.llm_box))
@@ -327,7 +350,11 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
         for config, is_subset in plan:
             name = config.split("-", 1)[1] if config.startswith("dense-") else "e5"
             emb, qms = cached[name]
-            retriever = make_retriever(config, emb, stores[name], llm, args)
+            if config.endswith("+en"):  # English questions also get the English model's ranking
+                retriever = make_retriever(config.removesuffix("+en"), emb, stores["e5+en"], llm, args)
+                retriever.english_embedder = english
+            else:
+                retriever = make_retriever(config, emb, stores[name], llm, args)
             qs = subset if is_subset else queries
             retriever.retrieve(qtexts[0], 10, language=langs[qtexts[0]])  # warm caches (BM25 data, ...)
             r = {"set": set_name, "config": config, "docs": len(ids), "subset": is_subset,
@@ -360,6 +387,11 @@ def scale_test(args) -> list[dict]:
     base = rng.integers(0, len(texts), n)
     vectors = docs[base] + rng.standard_normal((n, d)).astype(np.float32) * (0.35 / np.sqrt(d))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    en_emb = BUILDERS["minilm"]()  # the English ranking's vectors, made the same way
+    en_docs, en_qvec, _ = embed_set("msmarco-mini", en_emb, texts, qtexts, Path(args.cache))
+    english = en_docs[base] + rng.standard_normal((n, en_docs.shape[1])).astype(np.float32) * (
+        0.35 / np.sqrt(en_docs.shape[1]))
+    english /= np.linalg.norm(english, axis=1, keepdims=True)
     words = " ".join(texts).split()
     chunks = [Chunk(f"s{i}", f"doc{i // 8}", texts[b] + " " + " ".join(rng.choice(words, 8)), 0, 1,
                     {"collection": "c%d" % (i % 10), "language": "en", "source": f"/s/{i // 8}"})
@@ -369,7 +401,8 @@ def scale_test(args) -> list[dict]:
         store = FaissStore(Path(tmp) / "index")
         t = time.perf_counter()
         with store.writer(IndexIdentity(emb.model_id, d)) as w:
-            w.add(chunks, vectors)
+            w.use_english(en_emb.model_id, english.shape[1])
+            w.add(chunks, vectors, english)
         publish_s = time.perf_counter() - t
         q = np.vstack([qvec[x] for x in qtexts])
         exact = [set(h.chunk.id for h in store.search(v, 10)) for v in q]
@@ -387,10 +420,13 @@ def scale_test(args) -> list[dict]:
                 recall.append(len(truth & {h.chunk.id for h in hits}) / 10)
             r = {"scale": n, "index": kind, "recall@10_vs_exact": round(float(np.mean(recall)), 4),
                  "dense_ms_p50": _pct(ms, 50), "dense_ms_p95": _pct(ms, 95), "index_build_s": round(build_s, 1)}
-            retriever = Retriever(CachedEmbedder(emb, d, qvec), reader, mode="hybrid")
-            for mode, flt in (("hybrid", None), ("hybrid+filter", "c3")):
+            en_cached = CachedEmbedder(en_emb, english.shape[1], en_qvec)
+            for mode, flt in (("hybrid", None), ("hybrid+filter", "c3"), ("hybrid+en", None),
+                              ("hybrid+en+filter", "c3")):
                 from retrieval.types import SearchFilter
 
+                retriever = Retriever(CachedEmbedder(emb, d, qvec), reader, mode="hybrid",
+                                      english_embedder=en_cached if "+en" in mode else None)
                 f = SearchFilter(collections=(flt,)) if flt else None
                 retriever.retrieve(qtexts[0], 10, f, language="en")
                 ms = []

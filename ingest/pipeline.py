@@ -89,10 +89,12 @@ class IngestPipeline:
 
     def __init__(self, loaders: dict[str, Loader], chunker: Chunker, embedder: Embedder, store: FaissStore,
                  *, max_file_bytes: int = 200 * 1024 * 1024, embed_batch: int = 64, parse_workers: int = 2,
-                 parse_timeout_s: float = 300, parse_memory_mb: int = 3072) -> None:
+                 parse_timeout_s: float = 300, parse_memory_mb: int = 3072,
+                 english_embedder: Embedder | None = None) -> None:
         self.loaders = loaders
         self.chunker = chunker
         self.embedder = embedder
+        self.english_embedder = english_embedder
         self.store = store
         self.max_file_bytes = max_file_bytes
         self.embed_batch = embed_batch
@@ -175,6 +177,8 @@ class IngestPipeline:
         with self.store.writer(identity, replace=replace) as store:
             if not replace:
                 self._check_chunker(store)
+            if self.english_embedder is not None:
+                self._backfill_english(store)
             for collection, files in collected.items():
                 reports.append(self._ingest_files(store, files, collection, progress, file_progress))
                 if prune:
@@ -231,9 +235,10 @@ class IngestPipeline:
                     raise FileFormatError(f"{path}: no text to index", "no_text")
                 t = time.perf_counter()
                 vectors = self._embed(chunks, source, file_progress)
+                english = self._embed_english(chunks)
                 report.timings["embed"] += time.perf_counter() - t
                 store.delete_documents([document_id_for(collection, source)])
-                store.add(chunks, vectors)
+                store.add(chunks, vectors, english)
                 report.pages += doc.meta.get("doc_pages") or 0
                 results[path] = FileResult(source, "ingested", len(chunks), doc.meta.get("doc_pages"),
                                            seconds=time.perf_counter() - ft + parsed.seconds,
@@ -259,6 +264,33 @@ class IngestPipeline:
             if file_progress:
                 file_progress(source, min(len(chunks), i + self.embed_batch), len(chunks))
         return np.vstack(parts)
+
+    def _embed_english(self, chunks: list[Chunk]) -> np.ndarray | None:
+        """The English embedder's vectors for the English chunks, zero rows for the others; None when it is off."""
+        if self.english_embedder is None:
+            return None
+        out = np.zeros((len(chunks), self.english_embedder.dim), dtype=np.float32)
+        rows = [i for i, c in enumerate(chunks) if c.meta.get("language") == "en"]
+        for i in range(0, len(rows), self.embed_batch):
+            part = rows[i:i + self.embed_batch]
+            out[part] = self.english_embedder.embed_documents([chunks[r].text for r in part])
+        return out
+
+    def _backfill_english(self, store: FaissStore) -> None:
+        """Give the English chunks already indexed their English vectors, if the index has none (it was made
+        before the setting, or while it was off); published with the rest of this write."""
+        assert self.english_embedder is not None
+        store.use_english(self.english_embedder.model_id, self.english_embedder.dim)
+        rows = store.english_missing()
+        if not rows:
+            return
+        logger.info("adding English vectors to %d indexed chunks (once: the index was made without them)", len(rows))
+        t = time.perf_counter()
+        chunks = store.chunks()
+        for i in range(0, len(rows), self.embed_batch):
+            part = rows[i:i + self.embed_batch]
+            store.set_english(part, self.english_embedder.embed_documents([chunks[r].text for r in part]))
+        logger.info("added English vectors to %d indexed chunks in %.1f s", len(rows), time.perf_counter() - t)
 
     @staticmethod
     def _prune(store: FaissStore, paths: Sequence[str | Path], collection: str) -> list[str]:

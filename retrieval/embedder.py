@@ -89,7 +89,8 @@ class SentenceTransformerEmbedder:
     @property
     def dim(self) -> int:
         self.warm_up()
-        return int(self._model.get_sentence_embedding_dimension())
+        dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        return int(dim())
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         self.warm_up()

@@ -5,7 +5,8 @@ Layout under the index folder:
     CURRENT              name of the live generation, replaced atomically (os.replace)
     LOCK                 advisory lock held by the one writer at a time
     gen-00000007/        manifest.json, vectors.faiss (exact), ann.faiss (HNSW or IVF, large corpora only),
-                         chunks.jsonl, bm25/ (BM25 term counts): written whole, then published
+                         chunks.jsonl, bm25/ (BM25 term counts), english.npy (optional: a second, English-only
+                         embedder's vectors, zero for chunks in other languages): written whole, then published
 
 A crash at any moment leaves CURRENT pointing at a complete generation: a writer builds the next
 generation in a temporary folder, fsyncs it, renames it into place and only then swaps CURRENT, so
@@ -192,6 +193,11 @@ class FaissStore:
         self._analyzers = Analyzers()
         self._sparse_lock = threading.Lock()
         self._state_lock = threading.RLock()
+        # The English embedder's vectors, one row per chunk (zero: not English, or not embedded yet), its id,
+        # and the rows they can rank (English chunks with a vector), made when first needed.
+        self._english: np.ndarray | None = None
+        self.english_embedder: str | None = None
+        self._english_rows: np.ndarray | None = None
 
     # ---- reading ---------------------------------------------------------------------------
     @property
@@ -251,6 +257,14 @@ class FaissStore:
                 and manifest.get("ann") == self.index_config.build_params(kind):
             self._ann = faiss.read_index(str(gen_dir / "ann.faiss"))
             self._ann_rows = self._ann.ntotal
+        self._english, self.english_embedder = None, None
+        english = manifest.get("english")
+        if english:
+            vectors = np.load(gen_dir / "english.npy")
+            if vectors.shape != (len(chunks), int(english["dim"])):
+                raise IndexCorruptError(
+                    f"{gen_dir}: {vectors.shape[0]} English vectors but {len(chunks)} chunks; run consulta reindex")
+            self._english, self.english_embedder = vectors, str(english["embedder"])
         self._changed(gen_dir)
         self._sparse = None
 
@@ -261,6 +275,7 @@ class FaissStore:
         """
         self._rows = None
         self._columns = None
+        self._english_rows = None
         self._gen_dir = gen_dir
 
     @_locked
@@ -428,6 +443,43 @@ class FaissStore:
                 found = sparse.search(query, k, language=language, allowed=mask, boost=boost)
         return [Hit(self._chunks[i], s) for i, s in found]
 
+    def has_english(self, embedder: str) -> bool:
+        """Whether this generation holds English vectors made by `embedder` (a model id)."""
+        return self._english is not None and self.english_embedder == embedder
+
+    def _english_mask(self) -> np.ndarray:
+        """True for the rows the English ranking may return: English chunks that have a vector."""
+        if self._english_rows is None:
+            assert self._english is not None
+            lang = self._meta_columns()["language"]
+            self._english_rows = (lang == "en") & (np.einsum("ij,ij->i", self._english, self._english) > 0)
+        return self._english_rows
+
+    @_locked
+    def search_english(self, vector: np.ndarray, k: int, filter: SearchFilter | None = None) -> list[Hit]:
+        """Exact inner-product search over the English chunks' English vectors; [] when there are none."""
+        if self._english is None or not self._chunks or k <= 0:
+            return []
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self._english.shape[1]:
+            raise EmbedderMismatchError(
+                f"English query vector has {q.shape[0]} dimensions, the index {self._english.shape[1]}: "
+                "the English embedder changed since ingestion; run consulta reindex")
+        mask = self._english_mask()
+        allowed = self._allowed(filter)
+        if allowed is not None:
+            narrowed = np.zeros_like(mask)
+            narrowed[allowed] = mask[allowed]
+            mask = narrowed
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            return []
+        if rows.size * 4 < len(self._chunks):  # a narrow filter: score only its rows
+            scores = self._english[rows] @ q
+        else:  # one product over all rows (no copy of the matrix), then keep the allowed ones
+            scores = (self._english @ q)[rows]
+        return [Hit(self._chunks[int(rows[i])], float(scores[i])) for i in _top_k(scores, k)]
+
     def _row_of(self) -> dict[str, int]:
         if self._rows is None:
             self._rows = {c.id: i for i, c in enumerate(self._chunks)}
@@ -521,14 +573,56 @@ class FaissStore:
         self._vectors = np.zeros((0, identity.dim), dtype=np.float32)
         self._index = None
         self._ann, self._ann_rows = None, 0
+        self._english, self.english_embedder = None, None
         self._changed(None)
         self._sparse = Bm25Index(self.bm25_params, self._analyzers)
 
     @_locked
-    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+    def use_english(self, embedder: str, dim: int) -> None:
+        """Keep English vectors made by `embedder` (inside writer()); existing vectors of another one are dropped.
+
+        Chunks already in the index then have none until `set_english` fills them (`english_missing`).
+        """
+        if self._english is not None and self.english_embedder == embedder and self._english.shape[1] == dim:
+            return
+        self._english = np.zeros((len(self._chunks), dim), dtype=np.float32)
+        self.english_embedder = embedder
+        if self._chunks:
+            self._dirty = True
+            self._changed(None)
+
+    def english_missing(self) -> list[int]:
+        """Rows of English chunks without an English vector (added before `use_english`, or while it was off)."""
+        if self._english is None:
+            return []
+        lang = self._meta_columns()["language"]
+        norms = np.einsum("ij,ij->i", self._english, self._english)
+        return np.flatnonzero((lang == "en") & (norms == 0)).tolist()
+
+    @_locked
+    def set_english(self, rows: Sequence[int], vectors: np.ndarray) -> None:
+        """Store English vectors for these rows (inside writer(), after `use_english`)."""
+        assert self._english is not None, "set_english() before use_english()"
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(rows), self._english.shape[1]):
+            raise ValueError(f"{len(rows)} rows but English vectors of shape {vectors.shape}")
+        if len(rows):
+            self._english[np.asarray(rows, dtype=np.int64)] = vectors
+            self._dirty = True
+            self._changed(None)
+
+    @_locked
+    def add(self, chunks: Sequence[Chunk], vectors: np.ndarray, english: np.ndarray | None = None) -> None:
+        """Append chunks with their vectors; `english`, one row per chunk (zero where the chunk is not English),
+        after `use_english`. Chunks already in the index are skipped."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        if english is not None:
+            assert self._english is not None, "add(english=...) before use_english()"
+            english = np.asarray(english, dtype=np.float32)
+            if english.shape != (len(chunks), self._english.shape[1]):
+                raise ValueError(f"{len(chunks)} chunks but English vectors of shape {english.shape}")
         if not len(chunks):
             return
         assert self.identity is not None, "add() outside writer()"
@@ -545,6 +639,10 @@ class FaissStore:
         self._chunks.extend(new)
         base = self._vectors if self._vectors.size else np.zeros((0, vectors.shape[1]), dtype=np.float32)
         self._vectors = np.vstack([base, vectors[keep]])
+        if self._english is not None:
+            extra = english[keep] if english is not None else np.zeros((len(keep), self._english.shape[1]),
+                                                                         dtype=np.float32)
+            self._english = np.vstack([self._english, extra])
         self._dirty = True
         self._changed(None)
 
@@ -562,6 +660,8 @@ class FaissStore:
             self._chunks = [self._chunks[i] for i in keep]
             self._vectors = self._vectors[keep] if len(keep) else np.zeros((0, self._vectors.shape[1]),
                                                                               dtype=np.float32)
+            if self._english is not None:
+                self._english = self._english[np.asarray(keep, dtype=np.int64)]
             self._dirty = True
             self._changed(None)
         return removed
@@ -596,9 +696,16 @@ class FaissStore:
                 faiss.write_index(ann, str(tmp / "ann.faiss"))
                 with open(tmp / "ann.faiss", "rb+") as f:
                     os.fsync(f.fileno())
+            english = None
+            if self._english is not None:
+                with open(tmp / "english.npy", "wb") as f:
+                    np.save(f, self._english)
+                    f.flush()
+                    os.fsync(f.fileno())
+                english = {"embedder": self.english_embedder, "dim": int(self._english.shape[1])}
             manifest = {"format": FORMAT_VERSION, "generation": self.generation,
                         "identity": self.identity.to_dict(), "chunks": len(self._chunks),
-                        "created_at": time.time(),
+                        "created_at": time.time(), "english": english,
                         "ann": None if ann is None else self.index_config.build_params(self.index_kind)}
             _write_file(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
             _fsync_dir(tmp)

@@ -168,3 +168,30 @@ def test_every_chunk_carries_what_a_citation_needs(tmp_path, pipeline):
         assert m["modified_at"].startswith("20") and m["ingested_at"].startswith("20")
         assert len(m["content_hash"]) == 64 and m["chunker"] == "recursive:300:50" and m["format"] == "pdf"
         assert 0 <= c.start < c.end and "section" in m
+
+
+def test_english_chunks_get_the_english_models_vectors_and_an_older_index_is_filled_in(tmp_path, embedder):
+    """An index made without the English ranking gets it at the next ingest, without embedding anything else again."""
+    from retrieval.embedder import SentenceTransformerEmbedder
+
+    english = SentenceTransformerEmbedder()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "leave.md").write_text("# Leave\n\nStaff get 25 days of paid leave per year, booked in the HR portal.\n")
+    (docs / "vacaciones.md").write_text("# Vacaciones\n\nLos trabajadores disfrutan de veintitrés días de "
+                                        "vacaciones pagadas al año, que se piden en el portal de personal.\n")
+    plain = IngestPipeline(default_loaders(), RecursiveChunker(300, 50), embedder, FaissStore(tmp_path / "index"))
+    plain.ingest([docs], "hr")
+    assert not FaissStore(tmp_path / "index").load().has_english(english.model_id)
+
+    (docs / "parking.md").write_text("# Parking\n\nThe car park closes at ten in the evening.\n")
+    with_english = IngestPipeline(default_loaders(), RecursiveChunker(300, 50), embedder,
+                                  FaissStore(tmp_path / "index"), english_embedder=english)
+    report = with_english.ingest([docs], "hr")
+    assert {f.source.split("/")[-1]: f.status for f in report.files} == {
+        "leave.md": "unchanged", "parking.md": "ingested", "vacaciones.md": "unchanged"}
+    store = FaissStore(tmp_path / "index").load()
+    assert store.has_english(english.model_id)
+    assert [h.chunk.meta["source"].split("/")[-1] for h in
+            store.search_english(english.embed_query("How many days of holiday do I get?"), 5)] \
+        == ["leave.md", "parking.md"], "both English documents, best first; the Spanish one has no English vector"

@@ -165,3 +165,60 @@ def test_a_form_number_finds_its_policy_in_hybrid_search(embedder, policies):
 
     assert found(0.0) < 100, "precondition: plain fusion misses some"
     assert found(1.0) == 100
+
+
+class CountingEmbedder:
+    """The real English model, counting the questions it embeds."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.queries = inner, []
+        self.model_id, self.dim = inner.model_id, inner.dim
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def embed_documents(self, texts):
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text):
+        self.queries.append(text)
+        return self.inner.embed_query(text)
+
+
+@pytest.fixture(scope="module")
+def english_store(tmp_path_factory, embedder, vectors):
+    """The same chunks, with the bundled all-MiniLM-L6-v2's vectors for the English ones."""
+    from retrieval.embedder import SentenceTransformerEmbedder
+
+    english = CountingEmbedder(SentenceTransformerEmbedder())
+    root = tmp_path_factory.mktemp("retriever-en") / "index"
+    chunks = [Chunk(f"c{i}", f"d{i}", text, 0, len(text), {"source": f"/docs/{i}.md", "collection": coll,
+                                                           "language": lang})
+              for i, (text, coll, lang) in enumerate(TEXTS)]
+    en_vectors = np.zeros((len(chunks), english.dim), dtype=np.float32)
+    en_rows = [i for i, c in enumerate(chunks) if c.meta["language"] == "en"]
+    en_vectors[en_rows] = english.embed_documents([chunks[i].text for i in en_rows])
+    with FaissStore(root).writer(IndexIdentity(embedder.model_id, embedder.dim)) as w:
+        w.use_english(english.model_id, english.dim)
+        w.add(chunks, np.vstack([vectors[c.id] for c in chunks]), en_vectors)
+    return FaissStore(root), english
+
+
+def test_english_questions_get_a_third_ranking_from_the_english_model(embedder, english_store, vectors):
+    store, english = english_store
+    r = Retriever(embedder, store, mode="hybrid", candidates=10, detect_language=detect_language,
+                  english_embedder=english)
+    hits = r.retrieve("Where can I find the menu of the canteen?", 3)
+    assert hits[0].chunk.id == "c0" and english.queries == ["Where can I find the menu of the canteen?"]
+    q = embedder.embed_query("Where can I find the menu of the canteen?")
+    for h in hits:  # the refusal threshold still reads the main embedder's cosine
+        assert h.dense_score == pytest.approx(float(vectors[h.chunk.id] @ q), abs=1e-4)
+    three = r.retrieve("Which form do I use to book a meeting room?", 8)
+    two = retriever(embedder, store, "hybrid").retrieve("Which form do I use to book a meeting room?", 8)
+    assert [h.score for h in three][0] > [h.score for h in two][0], "a third list adds to the fused scores"
+    r.retrieve("¿A qué hora abre el comedor?", 3)
+    r.retrieve("A quina hora obre el menjador?", 3)
+    assert len(english.queries) == 2, "Spanish and Catalan questions never use the English-only model"
+    assert r.retrieve("Which form do I use to book a meeting room?", 3, SearchFilter(collections=("rrhh",))) \
+        and all(h.chunk.collection == "rrhh" for h in r.retrieve("Which form books a room?", 3,
+                                                                   SearchFilter(collections=("rrhh",))))

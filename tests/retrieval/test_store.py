@@ -225,3 +225,59 @@ class TestFaissStore(VectorStoreContract):
             assert store.search(_vec(2), 1)[0].chunk.id == "c2"
             assert store.search_sparse("text 2", 1)[0].chunk.id == "c2"
             assert len(store.search_sparse("x" * 5000, len(store))) == len(store) - 5, "BM25 matches the chunks"
+
+
+EN_DIM = 4
+
+
+def _en_vec(i: int) -> np.ndarray:
+    v = np.random.default_rng(1000 + i).standard_normal(EN_DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_english_vectors_are_published_searched_and_kept_aligned_through_deletes(tmp_path):
+    """A second, English-only ranking: English chunks only, filters inside, rows still right after a delete."""
+    root = tmp_path / "index"
+    langs = ["en", "es", "en", "ca", "en", "en"]
+    chunks = [_chunk(i, collection="a" if i < 4 else "b", language=lang) for i, lang in enumerate(langs)]
+    english = np.vstack([_en_vec(i) if lang == "en" else np.zeros(EN_DIM, np.float32)
+                         for i, lang in enumerate(langs)])
+    store = FaissStore(root)
+    with store.writer(IndexIdentity("test-emb", DIM)) as w:
+        w.use_english("en-emb", EN_DIM)
+        w.add(chunks, np.vstack([_vec(i) for i in range(6)]), english)
+    reader = FaissStore(root).load()
+    assert reader.has_english("en-emb") and not reader.has_english("other-model")
+    hits = reader.search_english(_en_vec(2), 10)
+    assert hits[0].chunk.id == "c2" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert {h.chunk.id for h in hits} == {"c0", "c2", "c4", "c5"}, "Spanish and Catalan chunks never come back"
+    assert [h.chunk.id for h in reader.search_english(_en_vec(2), 5, SearchFilter(collections=("b",)))] \
+        in (["c4", "c5"], ["c5", "c4"])
+    with FaissStore(root).writer(IndexIdentity("test-emb", DIM)) as w:
+        w.delete_documents(["d0", "d2"])
+    reader = FaissStore(root).load()
+    assert reader.search_english(_en_vec(5), 1)[0].chunk.id == "c5", "vectors stay with their chunks"
+    assert {h.chunk.id for h in reader.search_english(_en_vec(5), 10)} == {"c4", "c5"}
+
+
+def test_an_index_made_without_english_vectors_gets_them_filled_in(tmp_path):
+    root = tmp_path / "index"
+    store = FaissStore(root)
+    with store.writer(IndexIdentity("test-emb", DIM)) as w:
+        w.add([_chunk(0), _chunk(1, language="es"), _chunk(2)], np.vstack([_vec(i) for i in range(3)]))
+    reader = FaissStore(root).load()
+    assert not reader.has_english("en-emb") and reader.search_english(_en_vec(0), 3) == []
+    with FaissStore(root).writer(IndexIdentity("test-emb", DIM)) as w:
+        w.use_english("en-emb", EN_DIM)
+        assert w.english_missing() == [0, 2], "only English chunks need the English model"
+        w.set_english([0, 2], np.vstack([_en_vec(0), _en_vec(2)]))
+        assert w.english_missing() == []
+        w.add([_chunk(3)], _vec(3)[None, :])  # added without English vectors (the setting was off): missing again
+        assert w.english_missing() == [3]
+    reader = FaissStore(root).load()
+    assert reader.has_english("en-emb") and len(reader) == 4
+    assert reader.search_english(_en_vec(2), 1)[0].chunk.id == "c2"
+    assert {h.chunk.id for h in reader.search_english(_en_vec(2), 10)} == {"c0", "c2"}
+    with FaissStore(root).writer(IndexIdentity("test-emb", DIM)) as w:
+        w.use_english("another-en-emb", EN_DIM)  # a different English model: the old vectors are not mixed in
+        assert w.english_missing() == [0, 2, 3]
