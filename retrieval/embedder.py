@@ -81,7 +81,9 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in every CLI command's output
         path = self._resolve()
         self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
         logger.info("loaded SentenceTransformer from %s", path)
