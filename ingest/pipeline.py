@@ -178,7 +178,7 @@ class IngestPipeline:
             if not replace:
                 self._check_chunker(store)
             if self.english_embedder is not None:
-                self._backfill_english(store)
+                self._backfill_english(store, file_progress)
             for collection, files in collected.items():
                 reports.append(self._ingest_files(store, files, collection, progress, file_progress))
                 if prune:
@@ -276,9 +276,10 @@ class IngestPipeline:
             out[part] = self.english_embedder.embed_documents([chunks[r].text for r in part])
         return out
 
-    def _backfill_english(self, store: FaissStore) -> None:
+    def _backfill_english(self, store: FaissStore, file_progress: FileProgressFn | None = None) -> None:
         """Give the English chunks already indexed their English vectors, if the index has none (it was made
-        before the setting, or while it was off); published with the rest of this write."""
+        before the setting, or while it was off); published with the rest of this write. Progress is reported
+        as for a file named "English vectors (once)"."""
         assert self.english_embedder is not None
         store.use_english(self.english_embedder.model_id, self.english_embedder.dim)
         rows = store.english_missing()
@@ -290,6 +291,8 @@ class IngestPipeline:
         for i in range(0, len(rows), self.embed_batch):
             part = rows[i:i + self.embed_batch]
             store.set_english(part, self.english_embedder.embed_documents([chunks[r].text for r in part]))
+            if file_progress:
+                file_progress("English vectors (once)", min(len(rows), i + self.embed_batch), len(rows))
         logger.info("added English vectors to %d indexed chunks in %.1f s", len(rows), time.perf_counter() - t)
 
     @staticmethod

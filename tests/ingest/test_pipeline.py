@@ -187,7 +187,9 @@ def test_english_chunks_get_the_english_models_vectors_and_an_older_index_is_fil
     (docs / "parking.md").write_text("# Parking\n\nThe car park closes at ten in the evening.\n")
     with_english = IngestPipeline(default_loaders(), RecursiveChunker(300, 50), embedder,
                                   FaissStore(tmp_path / "index"), english_embedder=english)
-    report = with_english.ingest([docs], "hr")
+    seen = []
+    report = with_english.ingest([docs], "hr", file_progress=lambda name, done, total: seen.append((name, done, total)))
+    assert ("English vectors (once)", 1, 1) in seen, "the one-time fill of the older index is reported"
     assert {f.source.split("/")[-1]: f.status for f in report.files} == {
         "leave.md": "unchanged", "parking.md": "ingested", "vacaciones.md": "unchanged"}
     store = FaissStore(tmp_path / "index").load()
