@@ -327,10 +327,11 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
     rows = []
     subset = dict(list(queries.items())[: args.llm_queries])
     with tempfile.TemporaryDirectory(prefix="consulta-bench-") as tmp:
-        stores, cached = {}, {}
+        stores, cached, passages = {}, {}, {}
         for name in sorted(needed):
             emb = embedders[name]
             docs, qvec, qms = embed_set(set_name, emb, texts, qtexts, Path(args.cache))
+            passages[name] = docs
             stores[name] = build_store(Path(tmp) / name, emb.model_id, chunks, docs)
             cached[name] = (CachedEmbedder(emb, docs.shape[1], qvec), qms)
         english = None
@@ -338,8 +339,7 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
             en = embedders["minilm"]
             en_docs, en_qvec, _ = embed_set(set_name, en, texts, qtexts, Path(args.cache))
             english = CachedEmbedder(en, en_docs.shape[1], en_qvec)
-            stores["e5+en"] = build_store(Path(tmp) / "e5+en", embedders["e5"].model_id, chunks,
-                                          embed_set(set_name, embedders["e5"], texts, qtexts, Path(args.cache))[0],
+            stores["e5+en"] = build_store(Path(tmp) / "e5+en", embedders["e5"].model_id, chunks, passages["e5"],
                                           english=(en.model_id, en_docs))
         args.current_set = set_name
         if CE_CONFIGS & set(configs):

@@ -447,12 +447,16 @@ class FaissStore:
         """Whether this generation holds English vectors made by `embedder` (a model id)."""
         return self._english is not None and self.english_embedder == embedder
 
+    def _english_rows_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: is the chunk English, and has it an English vector (a zero row has none)."""
+        assert self._english is not None
+        return self._meta_columns()["language"] == "en", np.einsum("ij,ij->i", self._english, self._english) > 0
+
     def _english_mask(self) -> np.ndarray:
         """True for the rows the English ranking may return: English chunks that have a vector."""
         if self._english_rows is None:
-            assert self._english is not None
-            lang = self._meta_columns()["language"]
-            self._english_rows = (lang == "en") & (np.einsum("ij,ij->i", self._english, self._english) > 0)
+            is_en, has_vector = self._english_rows_state()
+            self._english_rows = is_en & has_vector
         return self._english_rows
 
     @_locked
@@ -595,9 +599,8 @@ class FaissStore:
         """Rows of English chunks without an English vector (added before `use_english`, or while it was off)."""
         if self._english is None:
             return []
-        lang = self._meta_columns()["language"]
-        norms = np.einsum("ij,ij->i", self._english, self._english)
-        return np.flatnonzero((lang == "en") & (norms == 0)).tolist()
+        is_en, has_vector = self._english_rows_state()
+        return np.flatnonzero(is_en & ~has_vector).tolist()
 
     @_locked
     def set_english(self, rows: Sequence[int], vectors: np.ndarray) -> None:
