@@ -209,7 +209,8 @@ class Services:
         return IngestPipeline(default_loaders(s.max_pages, pdf_tables=s.pdf_tables), self.chunker, self.embedder,
                               self.ingest_store, max_file_bytes=int(s.max_file_mb * 1024 * 1024),
                               parse_workers=s.parse_workers, parse_timeout_s=s.parse_timeout_s,
-                              parse_memory_mb=s.parse_memory_mb, english_embedder=self.english_embedder)
+                              parse_memory_mb=s.parse_memory_mb, english_embedder=self.english_embedder,
+                              context_header=s.context_header)
 
     @property
     def generator(self) -> Generator:

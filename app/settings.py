@@ -31,6 +31,10 @@ class IngestSettings(BaseModel):
     merge_threshold: float = Field(0.875, ge=0, le=1, description="Second pass merges chunks whose embedding "
                                    "cosine is at least this (double_pass)")
     window: int = Field(2, ge=0, le=10, description="Sentences either side given to the model (sentence_window)")
+    context_header: bool = Field(True, description="Index each chunk with a line naming its document (file name, "
+                                 "title) and section, so that a passage found by what it is about also matches "
+                                 "where it is (README). Applies to files ingested from then on; `consulta "
+                                 "reindex` applies it to the whole index")
     parse_workers: int = Field(2, ge=1, le=64, description="Processes that parse files in parallel")
     parse_timeout_s: float = Field(300, gt=0, description="A file whose parsing takes longer is stopped and "
                                    "reported as failed")

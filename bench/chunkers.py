@@ -1,7 +1,8 @@
 """Which chunker retrieves the evidence page? FinanceBench-dev questions through Consulta's own ingest and search.
 
     flock /tmp/consulta-cpu.lock python bench/chunkers.py [--data ../shared/data] [--distractors 8]
-        [--chunkers recursive,semantic,double_pass,sentence_window] [--k 10] [--json]
+        [--chunkers recursive,semantic,double_pass,sentence_window] [--context-header on|off|both]
+        [--k 10] [--json]
 
 For each FinanceBench-dev PDF the bench writes a smaller PDF holding its questions' evidence pages plus
 `--distractors` other pages of the same filing (fixed seed), so that each chunker is measured on the same
@@ -10,7 +11,9 @@ cores). Each chunker ingests them with the real pipeline (`consulta ingest` sett
 e5, hybrid search) into a temporary index; each question is searched with the real Retriever. Hits are
 mapped back to (filing, original page) and de-duplicated by page; a hit is relevant when it is an evidence
 page. Prints per chunker: nDCG@10, hit rate @1/@5/@10 (share of questions with an evidence page in the top
-k), MRR@10, chunk count and ingest seconds, as JSON. Reads the data from ../shared/data; never copies it.
+k), MRR@10, chunk count and ingest seconds, as JSON. `--context-header both` measures each chunker with and
+without the line naming each chunk's document and section (`CONSULTA_INGEST__CONTEXT_HEADER`). Reads the
+data from ../shared/data; never copies it.
 """
 
 from __future__ import annotations
@@ -74,9 +77,11 @@ def score(ranked: list[tuple[str, int]], relevant: set[tuple[str, int]], k: int)
             "mrr@10": 1.0 / (first + 1) if first is not None else 0.0}
 
 
-def run(chunker: str, pdf_dir: Path, mapping: dict, questions: list[dict], k: int) -> dict:
+def run(chunker: str, pdf_dir: Path, mapping: dict, questions: list[dict], k: int,
+        context_header: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="consulta-chunkers-") as tmp:
-        services = Services(Settings(data_dir=Path(tmp), ingest={"chunker": chunker}))
+        services = Services(Settings(data_dir=Path(tmp), ingest={"chunker": chunker,
+                                                                 "context_header": context_header}))
         t = time.perf_counter()
         report = services.pipeline.ingest([pdf_dir], "financebench")
         ingest_s = time.perf_counter() - t
@@ -89,7 +94,8 @@ def run(chunker: str, pdf_dir: Path, mapping: dict, questions: list[dict], k: in
                 totals[name] = totals.get(name, 0.0) + value
         n = len(questions)
         chunks = services.store.chunks()
-        return {"chunker": chunker, "settings_id": services.chunker.settings_id, "questions": n,
+        return {"chunker": chunker, "context_header": context_header,
+                "settings_id": services.chunker.settings_id, "questions": n,
                 **{name: round(v / n, 4) for name, v in totals.items()},
                 "chunks": len(chunks), "mean_chunk_chars": round(sum(len(c.text) for c in chunks) / len(chunks)),
                 "pages": report.pages, "ingest_s": round(ingest_s, 1),
@@ -101,6 +107,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--distractors", type=int, default=8, help="other pages kept from each filing")
     ap.add_argument("--chunkers", default="recursive,semantic,double_pass,sentence_window")
+    ap.add_argument("--context-header", choices=["on", "off", "both"], default="on",
+                    help="index chunks with their document/section line (the default), without, or both in turn")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--json", action="store_true", help="print only the JSON results")
     args = ap.parse_args()
@@ -113,11 +121,13 @@ def main() -> None:
         pdf_dir = Path(tmp)
         mapping = build_subset(root, questions, pdf_dir, args.distractors)
         pages = len(mapping)
+        headers = {"on": [True], "off": [False], "both": [False, True]}[args.context_header]
         for name in args.chunkers.split(","):
-            r = run(name.strip(), pdf_dir, mapping, questions, args.k)
-            results.append(r)
-            if not args.json:
-                print(json.dumps(r), file=sys.stderr, flush=True)
+            for header in headers:
+                r = run(name.strip(), pdf_dir, mapping, questions, args.k, header)
+                results.append(r)
+                if not args.json:
+                    print(json.dumps(r), file=sys.stderr, flush=True)
     print(json.dumps({"set": "financebench-dev", "pages": pages, "distractors_per_filing": args.distractors,
                       "results": results}, indent=1))
 

@@ -73,9 +73,15 @@ def load_configs(files: Sequence[str | Path], base: Settings) -> list[RunConfig]
     return configs
 
 
-def _unit_file_name(unit: str) -> str:
-    safe = re.sub(r"[^\w.-]", "_", unit)[:60]
-    return f"{safe}-{hashlib.sha1(unit.encode()).hexdigest()[:8]}.txt"
+def _unit_folder(unit: str) -> str:
+    return hashlib.sha1(unit.encode()).hexdigest()[:12]
+
+
+def _passage_file_name(title: str) -> str:
+    """A passage is written as a file named after its title, as people name documents (the name is indexed
+    with every chunk: the context line); an untitled one is "passage.txt"."""
+    safe = re.sub(r"[^\w.-]+", "_", title).strip("._")[:60]
+    return f"{safe or 'passage'}.txt"
 
 
 class EvalIndex:
@@ -83,17 +89,18 @@ class EvalIndex:
 
     def __init__(self, dataset: Dataset, settings: Settings, root: Path) -> None:
         self.dataset = dataset
-        self._by_stem: dict[str, str] = {}
+        self._by_folder: dict[str, str] = {}
         if dataset.passages is not None:
             ids = sorted(dataset.passages)
-            docs_key = hashlib.sha256("\n".join(ids).encode() + str(dataset.path).encode()).hexdigest()[:12]
+            # "v2": one folder per passage, the file named after its title (an older layout is not reused)
+            docs_key = hashlib.sha256("\n".join(ids).encode() + str(dataset.path).encode() + b"v2").hexdigest()[:12]
             self.paths: list[Path] = [root / "docs" / f"{dataset.name.replace('/', '-')}-{docs_key}"]
-            self._by_stem = {Path(_unit_file_name(u)).stem: u for u in ids}
+            self._by_folder = {_unit_folder(u): u for u in ids}
         else:
             self.paths = list(dataset.files)
         ident = json.dumps([sorted(map(str, self.paths)), settings.ingest.model_dump(mode="json"),
                             settings.retrieval.embedder, str(settings.retrieval.embedder_path),
-                            sorted(self._by_stem) if self._by_stem else None], sort_keys=True)
+                            sorted(self._by_folder) if self._by_folder else None], sort_keys=True)
         self.key = hashlib.sha256(ident.encode()).hexdigest()[:16]
         self.dir = root / "indexes" / self.key
 
@@ -106,14 +113,15 @@ class EvalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         for unit, (title, text) in self.dataset.passages.items():
             body = f"{title}\n\n{text}" if title else text
-            (folder / _unit_file_name(unit)).write_text(body, encoding="utf-8")
+            (folder / _unit_folder(unit)).mkdir(exist_ok=True)
+            (folder / _unit_folder(unit) / _passage_file_name(title)).write_text(body, encoding="utf-8")
         (folder / ".complete").write_text("", encoding="utf-8")
 
     def unit_of(self, chunk: Chunk) -> str:
         src = Path(chunk.source)
         match self.dataset.unit:
             case "passage":
-                return self._by_stem.get(src.stem, src.stem)
+                return self._by_folder.get(src.parent.name, src.stem)
             case "page":
                 return f"{src.stem}#p{chunk.page}"
         return src.name

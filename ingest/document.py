@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 
@@ -42,3 +44,42 @@ class Document:
         starts = [s[0] for s in self.sections]
         i = bisect.bisect_right(starts, offset) - 1
         return self.sections[i][1] if i >= 0 else None
+
+
+_AUTHORING_PREFIX = re.compile(r"^(microsoft (word|excel|powerpoint)|untitled|document)\s*-\s*", re.IGNORECASE)
+_FILE_SUFFIX = re.compile(r"\.(docx?|pdf|xlsx?|pptx?|odt|rtf|txt|exe)$", re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_]{3,}")
+
+
+def _words(text: str) -> str:
+    """Lower-case words only, for telling whether a title merely repeats the file name or the section."""
+    return " ".join(re.findall(r"[^\W_]+", text.casefold()))
+
+
+def _readable_name(source: str) -> str:
+    """A file name as words: "3M_2018_10K.pdf" -> "3M 2018 10K"."""
+    return " ".join(re.split(r"[_\-.\s]+", PurePath(source).stem)).strip()
+
+
+def _meaningful_title(title: str | None) -> str | None:
+    """A document's own title, unless it is a tool's placeholder ("Microsoft Word - x.doc", an SEC accession
+    number, "10811.exe"): it must hold a word of three letters or more once such wrapping is removed."""
+    t = _FILE_SUFFIX.sub("", _AUTHORING_PREFIX.sub("", " ".join((title or "").split())))
+    return t if _WORD.search(t) else None
+
+
+def context_line(source: str, title: str | None, section: str | None, limit: int = 240) -> str:
+    """The line indexed before each chunk's text: file name, the document's title, the section path.
+
+    Organisations name files for what they are ("Travel_policy_2024.pdf"), titles say it again or better,
+    and a passage in the middle of a manual rarely repeats either; so search sees them with every chunk.
+    """
+    name = _readable_name(source)
+    parts = [name] if name else []
+    own = _meaningful_title(title)
+    if own and _words(own) not in _words(name) and not _words(section or "").startswith(_words(own)):
+        parts.append(own)
+    if section:
+        parts.append(" ".join(section.split()))
+    line = " · ".join(parts)
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0]

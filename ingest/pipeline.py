@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.chunker import Chunker
-from ingest.document import Document, document_id_for
+from ingest.document import Document, context_line, document_id_for
 from ingest.errors import FileFormatError, IndexSettingsMismatchError, InputPathError
 from ingest.language import detect_language
 from ingest.loaders import Loader
@@ -90,8 +90,9 @@ class IngestPipeline:
     def __init__(self, loaders: dict[str, Loader], chunker: Chunker, embedder: Embedder, store: FaissStore,
                  *, max_file_bytes: int = 200 * 1024 * 1024, embed_batch: int = 64, parse_workers: int = 2,
                  parse_timeout_s: float = 300, parse_memory_mb: int = 3072,
-                 english_embedder: Embedder | None = None) -> None:
+                 english_embedder: Embedder | None = None, context_header: bool = True) -> None:
         self.loaders = loaders
+        self.context_header = context_header
         self.chunker = chunker
         self.embedder = embedder
         self.english_embedder = english_embedder
@@ -138,14 +139,17 @@ class IngestPipeline:
         chunks = []
         for s in spans:
             page, page_end = doc.page_at(s.start), doc.page_at(max(s.start, s.end - 1))
+            section = doc.section_at(s.start)
             meta = {
                 "source": doc.source, "title": doc.title, "page": page,
                 "page_end": page_end if page_end != page else None,
-                "section": doc.section_at(s.start), "collection": collection, "language": language,
+                "section": section, "collection": collection, "language": language,
                 "modified_at": modified, "ingested_at": ingested_at, "content_hash": content_hash,
                 "chunker": self.chunker.settings_id, "doc_pages": doc.meta.get("doc_pages"),
                 "format": doc.meta.get("format"),
             }
+            if self.context_header:
+                meta["context"] = context_line(doc.source, doc.title, section)
             if s.parts:
                 meta["spans"] = [list(p) for p in s.parts]
             meta.update(s.meta)
@@ -260,7 +264,7 @@ class IngestPipeline:
         """Embed chunk texts in batches of embed_batch, reporting progress after each."""
         parts = []
         for i in range(0, len(chunks), self.embed_batch):
-            parts.append(self.embedder.embed_documents([c.text for c in chunks[i:i + self.embed_batch]]))
+            parts.append(self.embedder.embed_documents([c.index_text for c in chunks[i:i + self.embed_batch]]))
             if file_progress:
                 file_progress(source, min(len(chunks), i + self.embed_batch), len(chunks))
         return np.vstack(parts)
@@ -273,7 +277,7 @@ class IngestPipeline:
         rows = [i for i, c in enumerate(chunks) if c.meta.get("language") == "en"]
         for i in range(0, len(rows), self.embed_batch):
             part = rows[i:i + self.embed_batch]
-            out[part] = self.english_embedder.embed_documents([chunks[r].text for r in part])
+            out[part] = self.english_embedder.embed_documents([chunks[r].index_text for r in part])
         return out
 
     def _backfill_english(self, store: FaissStore, file_progress: FileProgressFn | None = None) -> None:
@@ -290,7 +294,7 @@ class IngestPipeline:
         chunks = store.chunks()
         for i in range(0, len(rows), self.embed_batch):
             part = rows[i:i + self.embed_batch]
-            store.set_english(part, self.english_embedder.embed_documents([chunks[r].text for r in part]))
+            store.set_english(part, self.english_embedder.embed_documents([chunks[r].index_text for r in part]))
             if file_progress:
                 file_progress("English vectors (once)", min(len(rows), i + self.embed_batch), len(rows))
         logger.info("added English vectors to %d indexed chunks in %.1f s", len(rows), time.perf_counter() - t)

@@ -374,7 +374,7 @@ class FaissStore:
             return self._sparse
 
     def _build_sparse(self) -> Bm25Index:
-        return Bm25Index.build([c.text for c in self._chunks],
+        return Bm25Index.build([c.index_text for c in self._chunks],
                                [c.meta.get("language") or DEFAULT_LANGUAGE for c in self._chunks],
                                self.bm25_params, self._analyzers)
 
@@ -638,7 +638,7 @@ class FaissStore:
             return
         sparse = self._sparse_index()  # the BM25 of the chunks before this edit: only the new ones are analysed
         new = [chunks[i] for i in keep]
-        sparse.add([c.text for c in new], [c.meta.get("language") or DEFAULT_LANGUAGE for c in new])
+        sparse.add([c.index_text for c in new], [c.meta.get("language") or DEFAULT_LANGUAGE for c in new])
         self._chunks.extend(new)
         base = self._vectors if self._vectors.size else np.zeros((0, vectors.shape[1]), dtype=np.float32)
         self._vectors = np.vstack([base, vectors[keep]])

@@ -19,7 +19,8 @@ class Chunk:
     """A passage of a document, with the offsets and metadata a citation needs.
 
     meta keys written by ingestion: source, title, page, page_end, section, collection,
-    language, modified_at, ingested_at, content_hash, chunker.
+    language, modified_at, ingested_at, content_hash, chunker, and context (a line naming the document
+    and section, indexed with the text: see `index_text`).
     """
 
     id: str
@@ -44,6 +45,13 @@ class Chunk:
     @property
     def collection(self) -> str:
         return str(self.meta.get("collection", "default"))
+
+    @property
+    def index_text(self) -> str:
+        """What search indexes (embeddings and BM25): the context line, when ingestion wrote one, then the text.
+        A passage deep in a handbook rarely names the handbook or its section; the line gives it that."""
+        context = self.meta.get("context")
+        return f"{context}\n{self.text}" if context else self.text
 
     def to_dict(self) -> dict[str, Any]:
         return {

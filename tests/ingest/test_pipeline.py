@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from ingest.chunker import RecursiveChunker
+from ingest.document import context_line
+from ingest.language import detect_language
 from ingest.errors import InputPathError
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
 from retrieval.errors import EmbedderMismatchError
+from retrieval.retriever import Retriever
 from retrieval.store import FaissStore
 from tests.conftest import HANDBOOK_PAGES, make_pdf
 
@@ -197,3 +200,43 @@ def test_english_chunks_get_the_english_models_vectors_and_an_older_index_is_fil
     assert [h.chunk.meta["source"].split("/")[-1] for h in
             store.search_english(english.embed_query("How many days of holiday do I get?"), 5)] \
         == ["leave.md", "parking.md"], "both English documents, best first; the Spanish one has no English vector"
+
+
+def test_a_passage_is_found_by_the_document_and_section_it_sits_in(tmp_path, embedder):
+    """Two policies word their rule alike and neither passage names its policy: only the file and its headings
+    do. Indexed with its context line, each passage is found first by a question naming its document or
+    section, in dense and BM25 search alike, while hits and citations still show the passage alone."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "Remote_work_policy.txt").write_text("Requests must be approved in writing by office 12.\n")
+    (docs / "expense_claims.txt").write_text("Requests must be approved in writing by office 47.\n")
+    (docs / "handbook.md").write_text("# Staff handbook\n\n## Parking\n\n### How to apply\n\nAsk at desk 3 for a card."
+                                      "\n\n## Library\n\n### How to apply\n\nAsk at desk 5 for a card.\n")
+    pipeline = IngestPipeline(default_loaders(), RecursiveChunker(300, 0), embedder, FaissStore(tmp_path / "index"))
+    pipeline.ingest([docs], "c")
+    store = FaissStore(tmp_path / "index").load()
+    by_text = {c.text.strip(): c for c in store.chunks()}
+    remote = by_text["Requests must be approved in writing by office 12."]
+    assert remote.meta["context"] == "Remote work policy"
+    assert remote.index_text == "Remote work policy\n" + remote.text
+    library = by_text["### How to apply\n\nAsk at desk 5 for a card."]
+    assert library.meta["context"] == "handbook · Staff handbook > Library > How to apply"
+    for mode in ("dense", "bm25", "hybrid"):
+        search = Retriever(embedder, store, mode=mode, detect_language=detect_language).retrieve
+        assert search("Who approves requests under the remote work policy?", 2)[0].chunk.text.strip().endswith(
+            "office 12."), mode
+        assert search("Who approves expense claims?", 2)[0].chunk.text.strip().endswith("office 47."), mode
+        assert search("How do I apply for a library card?", 2)[0].chunk.id == library.id, mode
+        parking = search("How do I apply for a parking card?", 2)[0].chunk
+        assert parking.text.strip().endswith("desk 3 for a card."), mode
+
+
+def test_the_context_line_skips_placeholder_titles():
+    """Authoring tools' and filing systems' titles say nothing about the document; the file name does."""
+    assert context_line("/f/3M_2018_10K.pdf", "10-K - 02/07/2019 - 3M Company", None) == \
+        "3M 2018 10K · 10-K - 02/07/2019 - 3M Company"
+    assert context_line("/f/AMAZON_2019_10K.pdf", "0001018724-20-000004", None) == "AMAZON 2019 10K"
+    assert context_line("/f/agenda.pdf", "Microsoft Word - SPECIAL BOARD AGENDA 040616.doc", None) == \
+        "agenda · SPECIAL BOARD AGENDA 040616"
+    assert context_line("/f/leave.md", "Leave", "Leave > Annual") == "leave · Leave > Annual"
+    assert len(context_line("/f/x.pdf", None, "Part > " * 100)) <= 240
