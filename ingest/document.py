@@ -57,8 +57,10 @@ def _words(text: str) -> str:
 
 
 def _readable_name(source: str) -> str:
-    """A file name as words: "3M_2018_10K.pdf" -> "3M 2018 10K"."""
-    return " ".join(re.split(r"[_\-.\s]+", PurePath(source).stem)).strip()
+    """A file name as words: "3M_2018_10K.pdf" -> "3M 2018 10K"; a name without letters (a number a system
+    gave it) says nothing and is left out."""
+    name = " ".join(re.split(r"[_\-.\s]+", PurePath(source).stem)).strip()
+    return name if re.search(r"[^\W\d_]", name) else ""
 
 
 def _meaningful_title(title: str | None) -> str | None:
