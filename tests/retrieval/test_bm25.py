@@ -120,3 +120,17 @@ def test_feedback_terms_come_from_the_best_hits_not_the_query(index):
     assert max(terms.values()) <= 0.3
     boosted = index.search("vacaciones", 6, language="es", boost={"cafet": 0.5})
     assert [row for row, _ in boosted] == [0, 1], "a boost term brings in the passages that hold it, weighted less"
+
+
+def test_words_joined_by_underscores_are_searchable():
+    """Commands, settings and file names in technical manuals (`dh_make`, `MAX_FILE_MB`) are words to search by;
+    a form's blank line of underscores is not."""
+    texts = ["Run dh_make once in the source tree to create the debian directory.",
+             "Run make once in the build tree; then install the package.",
+             "Set MAX_FILE_MB to refuse larger uploads.",
+             "Name: ________ Signature: ________"]
+    index = Bm25Index.build(texts, ["en"] * len(texts), Bm25Params())
+    assert _top(index, "What does dh_make do?", "en")[0] == 0
+    assert _top(index, "MAX_FILE_MB", "en") == [2]
+    assert _top(index, "max file size", "en")[0] == 2
+    assert "________" not in Analyzers().get("en").terms(texts[3])
