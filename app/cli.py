@@ -140,6 +140,10 @@ def _ingest(paths: list[Path], collection: str | None, *, prune: bool, as_json: 
                           soft_wrap=True)
         for source in report.removed:
             err.print(f"removed {source} (no longer on disk)")
+        if report.without_context:
+            err.print(f"note: {report.without_context} chunks were indexed without the line naming their document "
+                      "and section (before it existed, or while CONSULTA_INGEST__CONTEXT_HEADER was off); "
+                      "`consulta reindex` indexes them with it", soft_wrap=True)
         removed = f", {len(report.removed)} removed" if prune else ""
         err.print(f"{counts['ingested']} ingested ({report.chunks_added} chunks), {counts['unchanged']} unchanged, "
                   f"{counts['failed']} failed{removed} in collection '{collection}'; the index holds "

@@ -59,6 +59,8 @@ class IngestReport:
     # parse: CPU seconds in the parse workers (summed over them); chunk, embed: seconds in this process
     timings: dict[str, float] = field(default_factory=lambda: {"parse": 0.0, "chunk": 0.0, "embed": 0.0})
     pages: int = 0
+    # chunks in the index without the context line while it is on (indexed before it, or while it was off)
+    without_context: int = 0
 
     @property
     def chunks_added(self) -> int:
@@ -73,7 +75,7 @@ class IngestReport:
                 "chunks_added": self.chunks_added, "total_chunks": self.total_chunks,
                 "failed": len(self.failed), "seconds": round(self.seconds, 3),
                 "timings": {k: round(v, 3) for k, v in self.timings.items()}, "removed": list(self.removed),
-                "pages": self.pages}
+                "pages": self.pages, "without_context": self.without_context}
 
 
 def _sha256_file(path: Path) -> str:
@@ -188,8 +190,10 @@ class IngestPipeline:
                 if prune:
                     reports[-1].removed = self._prune(store, groups[collection], collection)
                 reports[-1].total_chunks = len(store)
+        without_context = sum("context" not in c.meta for c in self.store.chunks()) if self.context_header else 0
         for r in reports:
             r.total_chunks = len(self.store)
+            r.without_context = without_context
         return reports
 
     def _check_chunker(self, store: FaissStore) -> None:

@@ -231,6 +231,26 @@ def test_a_passage_is_found_by_the_document_and_section_it_sits_in(tmp_path, emb
         assert parking.text.strip().endswith("desk 3 for a card."), mode
 
 
+def test_an_index_made_without_the_context_line_is_told_so_and_reindexing_adds_it(tmp_path, embedder):
+    """Files indexed before the context line keep their chunks until they change; each ingest counts them, and
+    a rebuild from the sources (what `consulta reindex` does) gives every chunk its line."""
+    (tmp_path / "old.txt").write_text("The gate code is 4821.\n")
+    (tmp_path / "new.txt").write_text("The alarm code is 9930.\n")
+
+    def pipeline(header: bool) -> IngestPipeline:
+        return IngestPipeline(default_loaders(), RecursiveChunker(300, 0), embedder, FaissStore(tmp_path / "index"),
+                              context_header=header)
+
+    assert pipeline(False).ingest([tmp_path / "old.txt"], "c").without_context == 0
+    report = pipeline(True).ingest([tmp_path / "old.txt", tmp_path / "new.txt"], "c")
+    assert report.without_context == 1 and report.to_dict()["without_context"] == 1
+    contexts = {c.text.strip(): c.meta.get("context") for c in FaissStore(tmp_path / "index").load().chunks()}
+    assert contexts == {"The gate code is 4821.": None, "The alarm code is 9930.": "new"}
+    rebuilt = pipeline(True).ingest_groups({"c": [tmp_path / "old.txt", tmp_path / "new.txt"]}, replace=True)
+    assert rebuilt[0].without_context == 0
+    assert {c.meta.get("context") for c in FaissStore(tmp_path / "index").load().chunks()} == {"old", "new"}
+
+
 def test_the_context_line_skips_placeholder_titles():
     """Authoring tools' and filing systems' titles say nothing about the document; the file name does."""
     assert context_line("/f/3M_2018_10K.pdf", "10-K - 02/07/2019 - 3M Company", None) == \
