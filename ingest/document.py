@@ -79,7 +79,8 @@ def context_line(source: str, title: str | None, section: str | None, limit: int
     name = _readable_name(source)
     parts = [name] if name else []
     own = _meaningful_title(title)
-    if own and _words(own) not in _words(name) and not _words(section or "").startswith(_words(own)):
+    if own and f" {_words(own)} " not in f" {_words(name)} " \
+            and not f"{_words(section or '')} ".startswith(f"{_words(own)} "):
         parts.append(own)
     if section:
         parts.append(" ".join(section.split()))

@@ -259,6 +259,7 @@ def test_the_context_line_skips_placeholder_titles():
     assert context_line("/f/agenda.pdf", "Microsoft Word - SPECIAL BOARD AGENDA 040616.doc", None) == \
         "agenda · SPECIAL BOARD AGENDA 040616"
     assert context_line("/f/leave.md", "Leave", "Leave > Annual") == "leave · Leave > Annual"
+    assert context_line("/f/partners.pdf", "Art", None) == "partners · Art"
     assert context_line("/f/0001018724-20-000004.pdf", "Annual report", None) == "Annual report"
     assert context_line("/f/12345.txt", None, None) == ""
     assert len(context_line("/f/x.pdf", None, "Part > " * 100)) <= 240
