@@ -24,6 +24,9 @@ METRIC_DEFINITIONS: dict[str, str] = {
                  "collapsed spaces) against any reference; answerable questions only.",
     "answer.f1": "SQuAD token F1 (bag of normalised tokens) against the best reference; answerable questions.",
     "answer.contains": "The answer contains a normalised reference (lenient accuracy for chatty answers).",
+    "answer.numeric": "Questions whose reference is a bare number (an amount, a percentage): the answer states "
+                      "that number within 1% (thousands separators, currency and % signs ignored; citation "
+                      "markers [n] are not numbers). Absent when no reference is a number.",
     "answer.rouge_l": "ROUGE-L F1: longest common token subsequence, F = 2PR/(P+R), best reference.",
     "answer.bleu": "Sentence BLEU-4 (uniform weights, brevity penalty, add-one smoothing for n>1, Lin & Och "
                    "2004), best over references; reported 0-1.",
@@ -199,6 +202,38 @@ def sentence_bleu(prediction: str, reference: str, max_n: int = 4) -> float:
 
 def bleu(prediction: str, references: Sequence[str]) -> float:
     return max((sentence_bleu(prediction, r) for r in references), default=0.0)
+
+
+# -- numeric answers (FinanceBench: "$1577.00", "5.4%") ------------------------------------------------
+
+_NUMBER = re.compile(r"(?<![\w.])[-−]?\d[\d,]*(?:\.\d+)?")
+_CITATION_MARK = re.compile(r"\[\d+(?:\s*[,;]\s*\d+)*\]")
+_NUMERIC_REFERENCE = re.compile(r"^\s*(?:usd|us\$|\$|€|£)?\s*([-−]?\d[\d,]*(?:\.\d+)?)\s*(?:%|percent)?\s*$",
+                                re.IGNORECASE)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", "").replace("−", "-"))
+    except ValueError:
+        return None
+
+
+def numeric_reference(reference: str) -> float | None:
+    """The value of a reference that is just a number (an amount, a figure, a percentage), else None."""
+    m = _NUMERIC_REFERENCE.match(reference)
+    return _number(m.group(1)) if m else None
+
+
+def numeric_match(prediction: str, references: Sequence[str], rel_tol: float = 0.01) -> float | None:
+    """1.0 if the answer states a numeric reference's value within rel_tol ("$11,588 million" for "$11588.00",
+    "5.35%" for "5.4%"); None when no reference is a bare number. Citation markers such as [1] are not read
+    as numbers."""
+    values = [v for v in map(numeric_reference, references) if v is not None]
+    if not values:
+        return None
+    stated = [n for n in map(_number, _NUMBER.findall(_CITATION_MARK.sub(" ", prediction))) if n is not None]
+    return float(any(math.isclose(n, v, rel_tol=rel_tol, abs_tol=1e-9) for n in stated for v in values))
 
 
 # -- summaries -------------------------------------------------------------------------------------

@@ -289,11 +289,13 @@ class EvalRunner:
     def answer_scores(item: EvalItem, text: str, refused: bool) -> dict[str, float]:
         if item.impossible or not item.answers:
             return {}
+        numeric = M.numeric_match(text, item.answers)
         if refused:
-            return {"em": 0.0, "f1": 0.0, "contains": 0.0, "rouge_l": 0.0, "bleu": 0.0}
+            return {"em": 0.0, "f1": 0.0, "contains": 0.0, "rouge_l": 0.0, "bleu": 0.0,
+                    "numeric": None if numeric is None else 0.0}
         return {"em": M.exact_match(text, item.answers), "f1": M.token_f1(text, item.answers),
                 "contains": M.contains_answer(text, item.answers), "rouge_l": M.rouge_l(text, item.answers),
-                "bleu": M.bleu(text, item.answers)}
+                "bleu": M.bleu(text, item.answers), "numeric": numeric}
 
     def _similarity(self, rows: list[dict[str, Any]], services: Services) -> None:
         todo = [r for r in rows if r.get("scores") and r["answers"]]
@@ -361,7 +363,7 @@ def aggregate(rows: list[dict[str, Any]], dataset: Dataset, k: int, wall_s: floa
             out[f"retrieval.{name}"] = M.mean([x.get(name) for x in ret])
     if dataset.generative:
         scored = [r["scores"] for r in rows if r.get("scores")]
-        for name in ("em", "f1", "contains", "rouge_l", "bleu", "semantic_similarity"):
+        for name in ("em", "f1", "contains", "numeric", "rouge_l", "bleu", "semantic_similarity"):
             if scored:
                 out[f"answer.{name}"] = M.mean([s.get(name) for s in scored])
         unans = [r for r in rows if r["impossible"]]
@@ -408,6 +410,6 @@ def is_failure(row: dict[str, Any]) -> bool:
     if row["refused"]:
         return True
     s = row.get("scores", {})
-    if s and s.get("f1", 1) < 0.5 and not s.get("contains"):
+    if s and s.get("f1", 1) < 0.5 and not s.get("contains") and not s.get("numeric"):
         return True
     return bool(row.get("citation", {}).get("page") == 0.0)

@@ -48,6 +48,18 @@ def test_squad_normalisation_em_and_f1():
     assert M.contains_answer("It opens at 18:00.", ["8:00"]) == 0.0
 
 
+def test_numeric_answers_match_within_one_percent():
+    """FinanceBench's references are bare figures; the model writes them as people do."""
+    assert M.numeric_match("Net income was $11,588 million [1].", ["$11588.00"]) == 1.0
+    assert M.numeric_match("The margin is about 5.35% [2].", ["5.4%"]) == 1.0
+    assert M.numeric_match("Capital expenditure was $1,577 million.", ["$1577.00"]) == 1.0
+    assert M.numeric_match("Total assets were $3,890 million [1].", ["$59268.00"]) == 0.0
+    assert M.numeric_match("See the table [1].", ["1"]) == 0.0, "a citation marker is not the number 1"
+    assert M.numeric_match("It fell by -2.0 points.", ["-2"]) == 1.0
+    assert M.numeric_match("Corporate bonds, about 82%.", ["the biggest is corporate bonds"]) is None
+    assert M.numeric_reference("USD 1,577.5") == 1577.5 and M.numeric_reference("5.4 percent") == 5.4
+
+
 def test_rouge_l_hand_computed():
     # LCS(police killed the gunman, police kill the gunman) = police the gunman: P = R = 3/4
     assert M.rouge_l("police killed the gunman", ["police kill the gunman"]) == pytest.approx(0.75)
