@@ -70,6 +70,11 @@ def _meaningful_title(title: str | None) -> str | None:
     return t if _WORD.search(t) else None
 
 
+def display_title(source: str, title: str | None) -> str:
+    """The title a citation shows: the document's own, unless it is a tool's placeholder (then the file name)."""
+    return _meaningful_title(title) or PurePath(source).stem
+
+
 def context_line(source: str, title: str | None, section: str | None, limit: int = 240) -> str:
     """The line indexed before each chunk's text: file name, the document's title, the section path.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.chunker import Chunker
-from ingest.document import Document, context_line, document_id_for
+from ingest.document import Document, context_line, display_title, document_id_for
 from ingest.errors import FileFormatError, IndexSettingsMismatchError, InputPathError
 from ingest.language import detect_language
 from ingest.loaders import Loader
@@ -143,7 +143,7 @@ class IngestPipeline:
             page, page_end = doc.page_at(s.start), doc.page_at(max(s.start, s.end - 1))
             section = doc.section_at(s.start)
             meta = {
-                "source": doc.source, "title": doc.title, "page": page,
+                "source": doc.source, "title": display_title(doc.source, doc.title), "page": page,
                 "page_end": page_end if page_end != page else None,
                 "section": section, "collection": collection, "language": language,
                 "modified_at": modified, "ingested_at": ingested_at, "content_hash": content_hash,

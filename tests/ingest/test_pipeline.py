@@ -251,6 +251,17 @@ def test_an_index_made_without_the_context_line_is_told_so_and_reindexing_adds_i
     assert {c.meta.get("context") for c in FaissStore(tmp_path / "index").load().chunks()} == {"old", "new"}
 
 
+def test_placeholder_titles_give_way_to_the_file_name(tmp_path, pipeline):
+    """A PDF whose metadata title is a filing number or a word processor's label is cited by its file name or
+    the label's own words, not by the placeholder."""
+    make_pdf(tmp_path / "AMAZON_2019_10K.pdf", ["Net sales increased 20% to $280.5 billion."],
+             title="0001018724-20-000004")
+    make_pdf(tmp_path / "agenda.pdf", ["The board meets on Tuesday."], title="Microsoft Word - BOARD AGENDA.doc")
+    pipeline.ingest([tmp_path / "AMAZON_2019_10K.pdf", tmp_path / "agenda.pdf"], "c")
+    titles = {Path(c.source).name: c.meta["title"] for c in FaissStore(tmp_path / "index").load().chunks()}
+    assert titles == {"AMAZON_2019_10K.pdf": "AMAZON_2019_10K", "agenda.pdf": "BOARD AGENDA"}
+
+
 def test_the_context_line_skips_placeholder_titles():
     """Authoring tools' and filing systems' titles say nothing about the document; the file name does."""
     assert context_line("/f/3M_2018_10K.pdf", "10-K - 02/07/2019 - 3M Company", None) == \
