@@ -113,8 +113,9 @@ class EvalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         for unit, (title, text) in self.dataset.passages.items():
             body = f"{title}\n\n{text}" if title else text
-            (folder / _unit_folder(unit)).mkdir(exist_ok=True)
-            (folder / _unit_folder(unit) / _passage_file_name(title)).write_text(body, encoding="utf-8")
+            unit_dir = folder / _unit_folder(unit)
+            unit_dir.mkdir(exist_ok=True)
+            (unit_dir / _passage_file_name(title)).write_text(body, encoding="utf-8")
         (folder / ".complete").write_text("", encoding="utf-8")
 
     def unit_of(self, chunk: Chunk) -> str:

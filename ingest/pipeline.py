@@ -138,12 +138,14 @@ class IngestPipeline:
         language = doc.meta.get("language") or detect_language(doc.text)
         modified = datetime.fromtimestamp(os.stat(doc.source).st_mtime, UTC).isoformat() \
             if os.path.exists(doc.source) else None
+        title = display_title(doc.source, doc.title)
+        contexts: dict[str | None, str] = {}  # one context line per section, not per chunk
         chunks = []
         for s in spans:
             page, page_end = doc.page_at(s.start), doc.page_at(max(s.start, s.end - 1))
             section = doc.section_at(s.start)
             meta = {
-                "source": doc.source, "title": display_title(doc.source, doc.title), "page": page,
+                "source": doc.source, "title": title, "page": page,
                 "page_end": page_end if page_end != page else None,
                 "section": section, "collection": collection, "language": language,
                 "modified_at": modified, "ingested_at": ingested_at, "content_hash": content_hash,
@@ -151,7 +153,9 @@ class IngestPipeline:
                 "format": doc.meta.get("format"),
             }
             if self.context_header:
-                meta["context"] = context_line(doc.source, doc.title, section)
+                if section not in contexts:
+                    contexts[section] = context_line(doc.source, doc.title, section)
+                meta["context"] = contexts[section]
             if s.parts:
                 meta["spans"] = [list(p) for p in s.parts]
             meta.update(s.meta)
