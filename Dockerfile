@@ -13,6 +13,8 @@ ARG EXTRA_APT=""
 # The CPU build of torch (the embedders run on the CPU); PyPI's default Linux wheel is a multi-GB CUDA build.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG PYTHON=python3
+# Extra CMake flags for llama.cpp (the gpu profile sets -DGGML_NATIVE=OFF: no GPU is visible while an image builds).
+ARG CMAKE_ARGS=""
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -34,7 +36,7 @@ WORKDIR /app
 COPY --chown=consulta:consulta . /app
 USER consulta
 
-RUN CONSULTA_CUDA=${CONSULTA_CUDA} TORCH_INDEX_URL=${TORCH_INDEX_URL} PYTHON=${PYTHON} bash scripts/install.sh
+RUN CONSULTA_CUDA=${CONSULTA_CUDA} CMAKE_ARGS="${CMAKE_ARGS}" TORCH_INDEX_URL=${TORCH_INDEX_URL} PYTHON=${PYTHON} bash scripts/install.sh
 
 VOLUME ["/data"]
 EXPOSE 8000 8501

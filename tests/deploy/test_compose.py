@@ -58,6 +58,9 @@ def test_gpu_profile_reserves_an_nvidia_device_and_builds_with_cuda(compose: dic
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert gpu["build"]["args"]["CONSULTA_CUDA"] == "1"
+    # llama.cpp builds CUDA code for the GPU it sees ("native"); none is visible during `docker build`
+    assert "-DGGML_NATIVE=OFF" in gpu["build"]["args"]["CMAKE_ARGS"]
+    assert 'CMAKE_ARGS="${CMAKE_ARGS}"' in DOCKERFILE.read_text(), "the Dockerfile must pass CMAKE_ARGS to install.sh"
     assert gpu["environment"]["CONSULTA_SERVING__N_GPU_LAYERS"] == "-1"
     assert "api" in gpu["networks"]["default"]["aliases"], "the UI must find the GPU API under the name 'api'"
     assert compose["services"]["api"]["build"]["args"]["CONSULTA_CUDA"] == "0"
