@@ -176,7 +176,8 @@ class LlamaServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         cmd = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(self.port), "-np", str(parallel),
-               "-c", str(n_ctx), "-t", str(threads), "-tb", str(threads), "-ngl", str(n_gpu_layers),
+               "-c", str(n_ctx), "-t", str(threads), "-tb", str(threads),
+               "-ngl", "all" if n_gpu_layers < 0 else str(n_gpu_layers),  # its -1 means "auto" (fit to memory)
                *extra_args]
         self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
         self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
