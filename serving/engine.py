@@ -65,7 +65,7 @@ from serving.generator import (
     ServingError,
 )
 from serving.metrics import TOKEN_GAP_BUCKETS_S, LatencyHistogram
-from serving.sampling import build_sampler, grammar_sampler
+from serving.sampling import build_sampler, grammar_sampler, is_plain_greedy
 from serving.stream import EngineStream, Request
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class _Sequence:
 
     request: Request
     seq_id: int
-    sampler: int | None  # None for a scoring request
+    sampler: int | None  # None for a scoring request and for plain greedy decoding (the logits' argmax)
     detok: IncrementalDetokenizer
     reserved: int  # KV cells reserved for it: prompt + max_tokens
     n_past: int = 0  # tokens already in its KV stream
@@ -558,7 +558,7 @@ class BatchingEngine:
     def _start(self, request: Request, seq_id: int) -> None:
         request.completion.queue_ms = (time.perf_counter() - request.submitted) * 1000.0
         try:
-            sampler = None if request.scoring else build_sampler(
+            sampler = None if request.scoring or is_plain_greedy(request.params) else build_sampler(
                 request.params, self._n_vocab, request.tokens, self._vocab)
         except Exception as exc:
             self._kv_reserved -= len(request.tokens) + request.params.max_tokens
@@ -688,7 +688,11 @@ class BatchingEngine:
             self._score(seq, row)
             return
         try:
-            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row)
+            if seq.sampler is None:  # plain greedy: the first highest logit, as llama.cpp's greedy sampler takes
+                token = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
+                                                  shape=(self._n_vocab,)).argmax())
+            else:
+                token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row)
             if completion.ttft_ms is None:
                 completion.ttft_ms = (time.perf_counter() - request.submitted) * 1000.0
             if llama_cpp.llama_vocab_is_eog(self._vocab, token):

@@ -37,6 +37,13 @@ def grammar_sampler(vocab, grammar: str) -> int:
     return smpl
 
 
+def is_plain_greedy(params: SamplingParams) -> bool:
+    """Greedy with no penalty and no grammar: the next token is the row's argmax, which the engine takes
+    straight from the logits (llama_sampler_sample copies the whole vocabulary into a candidate array first)."""
+    return (params.temperature <= 0.0 and not params.grammar and params.repeat_penalty == 1.0
+            and params.frequency_penalty == 0.0 and params.presence_penalty == 0.0)
+
+
 def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: Sequence[int], vocab=None) -> int:
     """A sampler chain for `params`; the caller frees it with `llama_sampler_free`.
 

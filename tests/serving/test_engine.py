@@ -74,6 +74,25 @@ def test_batched_greedy_equals_solo_greedy(engine):
     assert all(s.completion.finish_reason in ("stop", "length") for s in streams)
 
 
+def test_greedy_takes_the_same_tokens_as_llama_cpps_greedy_sampler(engine, smollm2_path):
+    """Plain greedy requests skip the sampler chain (the logits' argmax, read with numpy); llama-cpp-python's
+    high-level Llama samples through llama.cpp's greedy sampler. Batched together, the same text comes out."""
+    import llama_cpp
+
+    prompts = [engine.format_chat(chat(q)) for q in QUESTIONS[4:8]]
+    llm = llama_cpp.Llama(str(smollm2_path), n_ctx=512, n_batch=256, n_threads=2, verbose=False)
+    try:
+        reference = [llm.create_completion(p, max_tokens=GREEDY.max_tokens, temperature=0.0,
+                                           repeat_penalty=1.0)["choices"][0]["text"] for p in prompts]
+    finally:
+        llm.close()
+    streams = [engine.stream_prompt(p, GREEDY) for p in prompts]
+    with ThreadPoolExecutor(len(streams)) as pool:
+        list(pool.map(consume, streams))
+    assert [s.completion.text for s in streams] == reference
+    assert len(set(reference)) == len(reference)  # four different answers, not one echoed
+
+
 def test_sixteen_concurrent_streams_each_get_their_own_text(engine):
     params = SamplingParams(max_tokens=12)
     solo = {q: engine.generate(chat(q), params).text for q in QUESTIONS}
