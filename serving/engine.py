@@ -152,6 +152,7 @@ class BatchingEngine:
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.n_gpu_layers = n_gpu_layers
+        self.gpu_offload = False  # set by _load: layers asked for and a GPU backend to take them
         self.max_sequences = max_sequences
         self.n_batch = n_batch
         self.max_queue = max_queue
@@ -228,6 +229,12 @@ class BatchingEngine:
             )
 
     def _load(self) -> None:
+        self.gpu_offload = self.n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
+        if self.n_gpu_layers != 0 and not self.gpu_offload:
+            logger.warning(
+                "n_gpu_layers=%d asks for GPU offload, but this llama-cpp-python was built without a GPU backend, so "
+                "every layer runs on the CPU; rebuild it with `CONSULTA_CUDA=1 bash scripts/install.sh` "
+                "(README, 'GPU offload')", self.n_gpu_layers)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
         model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), mparams)
@@ -465,6 +472,7 @@ class BatchingEngine:
             "running": running,
             "waiting": len(self._waiting),
             "slots": self.max_sequences,
+            "gpu_offload": self.gpu_offload,  # layers asked for and a GPU backend to take them
             "requests_total": self._requests_total,
             "requests_finished": dict(self._finished_total),
             "tokens_generated_total": self._tokens_generated_total,

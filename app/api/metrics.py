@@ -70,6 +70,8 @@ class EngineCollector(Collector):
             gauge("requests_running", "Requests holding a decode slot", stats["running"]),
             gauge("requests_waiting", "Requests queued for a slot", stats["waiting"]),
             gauge("slots", "Decode slots (sequences decoded together)", stats["slots"]),
+            gauge("gpu_offload", "1 when the model's layers run on a GPU", None if stats.get("gpu_offload") is None
+                  else float(stats["gpu_offload"])),
             gauge("kv_cells_used", "KV cache cells in use", stats["kv_cells_used"]),
             gauge("kv_cells_total", "KV cache cells", total),
             gauge("kv_usage_ratio", "Share of the KV cache in use", stats["kv_cells_used"] / total if total else 0.0),

@@ -66,6 +66,7 @@ def test_metrics_report_engine_latencies_kv_and_requests(app_and_key):
     assert find(m, "consulta_engine_requests_running") == 0 and find(m, "consulta_engine_requests_waiting") == 0
     assert find(m, "consulta_engine_kv_cells_used") == 0 and find(m, "consulta_engine_kv_cells_total") >= 2048
     assert find(m, "consulta_engine_slots") == 2
+    assert find(m, "consulta_engine_gpu_offload") == 0  # the CPU build, no layers asked for
     assert find(m, "consulta_http_requests_total", route="/v1/completions", status="200") == 1
     assert find(m, "consulta_http_request_duration_seconds_count", route="/v1/completions") == 1
     assert find(m, "consulta_engine_requests_finished_total", reason="length") >= 1

@@ -197,6 +197,20 @@ def test_a_full_queue_is_refused_and_close_fails_waiting_requests(smollm2_path):
         engine.stream(chat("Hi"), GREEDY)
 
 
+def test_gpu_layers_without_a_gpu_build_say_so_and_run_on_the_cpu(smollm2_path, caplog):
+    """This machine's llama-cpp-python is the CPU build: asking for offload must not pass silently."""
+    import llama_cpp
+
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("a GPU build of llama-cpp-python: this test is about the CPU build")
+    with caplog.at_level("WARNING", logger="serving.engine"):
+        with BatchingEngine(smollm2_path, n_ctx=1024, n_threads=2, max_sequences=2, n_gpu_layers=-1) as eng:
+            text = eng.generate(chat(QUESTIONS[1]), SamplingParams(max_tokens=4)).text
+            assert eng.stats()["gpu_offload"] is False
+    assert text
+    assert "CONSULTA_CUDA=1 bash scripts/install.sh" in caplog.text and "n_gpu_layers=-1" in caplog.text
+
+
 def test_a_missing_model_file_is_named(tmp_path):
     missing = tmp_path / "models" / "nope.gguf"
     with pytest.raises(ModelNotFoundError, match="nope.gguf"):
