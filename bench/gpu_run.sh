@@ -65,7 +65,7 @@ start)
     sleep 15; progress
     ;;
 part)
-    mv "$2" "$W/parts/"; ls -l "$W/parts" | tail -n +2 | wc -l; progress
+    mv "$2" "$W/parts/"; find "$W/parts" -type f | wc -l; progress
     ;;
 finish)
     SHA="$2"; OUT="$3"; mkdir -p "$OUT"
