@@ -697,8 +697,7 @@ class BatchingEngine:
             return
         try:
             if seq.sampler is None:  # plain greedy: the first highest logit, as llama.cpp's greedy sampler takes
-                token = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
-                                                  shape=(self._n_vocab,)).argmax())
+                token = int(self._row_logits(row).argmax())
             else:
                 token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row)
             if completion.ttft_ms is None:
@@ -733,10 +732,14 @@ class BatchingEngine:
 
     def _logprobs(self, row: int, tokens: Sequence[int]) -> list[float]:
         """The log-softmax of a batch row's logits at `tokens` (read before the next decode overwrites them)."""
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
+        logits = self._row_logits(row)
         top = float(logits.max())
         log_z = top + float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
         return [float(logits[t]) - log_z for t in tokens]
+
+    def _row_logits(self, row: int) -> np.ndarray:
+        """A view of a batch row's logits; valid until the next decode overwrites them."""
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row), shape=(self._n_vocab,))
 
     def _score_span(self, rows: list[tuple[_Sequence, int, int]]) -> None:
         """Continuation scoring: the log-softmax of each wanted row at the prompt token that follows it; a
