@@ -193,7 +193,7 @@ class Services:
                          rrf_k=s.rrf_k, detect_language=detect_language, expander=self.expander,
                          feedback=s.feedback, diversity=s.diversity, dedup_threshold=s.dedup_threshold,
                          mmr_lambda=s.mmr_lambda, identifier_weight=s.identifier_weight,
-                         english_embedder=self.english_embedder)
+                         english_embedder=self.english_embedder, fusion=s.fusion, fusion_depth=s.fusion_depth)
 
     @cached_property
     def first_stage(self) -> Retriever:
@@ -201,7 +201,7 @@ class Services:
         s = self.settings.retrieval
         return Retriever(self.embedder, self.store, candidates=s.candidates, mode=s.mode, rrf_k=s.rrf_k,
                          detect_language=detect_language, feedback=s.feedback, identifier_weight=s.identifier_weight,
-                         english_embedder=self.english_embedder)
+                         english_embedder=self.english_embedder, fusion=s.fusion, fusion_depth=s.fusion_depth)
 
     @cached_property
     def pipeline(self) -> IngestPipeline:

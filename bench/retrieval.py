@@ -12,6 +12,9 @@ Configs (each a Retriever built like app/container.py builds it):
   CONFIG+en           any config with the English ranking on (retrieval.english_embedder=minilm, the
                       default): English questions also search the English passages with all-MiniLM-L6-v2,
                       a third list in the fusion (e.g. hybrid+en, hybrid+prf+en, full+en)
+  CONFIG+rrf          any hybrid config with reciprocal rank fusion (k=60, the top --candidates of each list)
+                      instead of score fusion (the default: each list's top 100 scores min-max normalised
+                      and summed), e.g. hybrid+rrf, hybrid+en+rrf
   hybrid+expansion    hybrid + LLM multi-query rewriting (2) + HyDE               [LLM]
   hybrid+decompose    hybrid + LLM decomposition into sub-questions               [LLM]
   hybrid+rerank       hybrid + LLM yes/no re-ranking of the top --rerank-top       [LLM]
@@ -73,12 +76,14 @@ from retrieval.types import Chunk  # noqa: E402
 LLM_CONFIGS = {"hybrid+expansion", "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full",
                "full-blend", "hybrid+qlm", "hybrid+qlm-blend"}
 LLM_CONFIGS |= {c + "+en" for c in LLM_CONFIGS}
+LLM_CONFIGS |= {c + "+rrf" for c in LLM_CONFIGS}
 CE_CONFIGS = {"hybrid+ce", "hybrid+ce-blend", "hybrid+prf+ce"}
 CONFIGS = ["bm25", "dense-e5", "dense-use", "dense-minilm", "hybrid", "hybrid+prf", "hybrid+expansion",
            "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend", "hybrid+qlm",
            "hybrid+qlm-blend", *sorted(CE_CONFIGS)]
 HYBRID_CONFIGS = [c for c in CONFIGS if c.startswith(("hybrid", "full"))]
 CONFIGS += [c + "+en" for c in HYBRID_CONFIGS]  # the same, with the English ranking
+CONFIGS += [c + "+rrf" for c in [*HYBRID_CONFIGS, *(c + "+en" for c in HYBRID_CONFIGS)]]  # rank fusion
 QA_FILES = {"xquad-en": "qa/xquad/en", "xquad-es": "qa/xquad/es", "squad2-en-half": "qa/squad2-en-half"}
 
 
@@ -335,14 +340,14 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
             stores[name] = build_store(Path(tmp) / name, emb.model_id, chunks, docs)
             cached[name] = (CachedEmbedder(emb, docs.shape[1], qvec), qms)
         english = None
-        if any(c.endswith("+en") for c in configs):
+        if any(c.removesuffix("+rrf").endswith("+en") for c in configs):
             en = embedders["minilm"]
             en_docs, en_qvec, _ = embed_set(set_name, en, texts, qtexts, Path(args.cache))
             english = CachedEmbedder(en, en_docs.shape[1], en_qvec)
             stores["e5+en"] = build_store(Path(tmp) / "e5+en", embedders["e5"].model_id, chunks, passages["e5"],
                                           english=(en.model_id, en_docs))
         args.current_set = set_name
-        if CE_CONFIGS & set(configs):
+        if CE_CONFIGS & {c.removesuffix("+rrf").removesuffix("+en") for c in configs}:
             rows.append(ensure_cross_encoder(set_name, chunks, cached["e5"][0], stores["e5"], args, args.llm_box))
         plan = [(c, c in LLM_CONFIGS) for c in configs if llm is not None or c not in LLM_CONFIGS]
         if any(is_subset for _, is_subset in plan):
@@ -350,11 +355,14 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
         for config, is_subset in plan:
             name = config.split("-", 1)[1] if config.startswith("dense-") else "e5"
             emb, qms = cached[name]
-            if config.endswith("+en"):  # English questions also get the English model's ranking
-                retriever = make_retriever(config.removesuffix("+en"), emb, stores["e5+en"], llm, args)
+            base = config.removesuffix("+rrf")
+            if base.endswith("+en"):  # English questions also get the English model's ranking
+                retriever = make_retriever(base.removesuffix("+en"), emb, stores["e5+en"], llm, args)
                 retriever.english_embedder = english
             else:
-                retriever = make_retriever(config, emb, stores[name], llm, args)
+                retriever = make_retriever(base, emb, stores[name], llm, args)
+            if config.endswith("+rrf"):
+                retriever.fusion = "rrf"
             qs = subset if is_subset else queries
             retriever.retrieve(qtexts[0], 10, language=langs[qtexts[0]])  # warm caches (BM25 data, ...)
             r = {"set": set_name, "config": config, "docs": len(ids), "subset": is_subset,
@@ -422,11 +430,12 @@ def scale_test(args) -> list[dict]:
                  "dense_ms_p50": _pct(ms, 50), "dense_ms_p95": _pct(ms, 95), "index_build_s": round(build_s, 1)}
             en_cached = CachedEmbedder(en_emb, english.shape[1], en_qvec)
             for mode, flt in (("hybrid", None), ("hybrid+filter", "c3"), ("hybrid+en", None),
-                              ("hybrid+en+filter", "c3")):
+                              ("hybrid+en+filter", "c3"), ("hybrid+rrf", None), ("hybrid+en+rrf", None)):
                 from retrieval.types import SearchFilter
 
                 retriever = Retriever(CachedEmbedder(emb, d, qvec), reader, mode="hybrid",
-                                      english_embedder=en_cached if "+en" in mode else None)
+                                      english_embedder=en_cached if "+en" in mode else None,
+                                      fusion="rrf" if mode.endswith("+rrf") else "score")
                 f = SearchFilter(collections=(flt,)) if flt else None
                 retriever.retrieve(qtexts[0], 10, f, language="en")
                 ms = []

@@ -2,8 +2,9 @@
 -> [re-rank] -> [diversity] -> hits.
 
 Modes: "dense" (embedding cosine), "bm25" (lexical, stemmed per language) and "hybrid" (both, merged by
-reciprocal rank fusion: each hit scores sum(1 / (rrf_k + rank)) over the lists it appears in, plus a
-bonus for holding the query's identifiers, such as form numbers, verbatim). Whatever
+score fusion: each list's top `fusion_depth` scores are min-max normalised to 0..1 and a hit scores their sum
+over the lists, 0 where it is missing; or, with fusion="rrf", by reciprocal rank fusion, sum(1 / (rrf_k + rank));
+plus a bonus for holding the query's identifiers, such as form numbers, verbatim). Whatever
 the mode, every hit carries `dense_score`, the cosine of query and chunk, so that the "documents don't
 say" threshold keeps one scale. In hybrid mode an English question also gets a third ranking when
 `english_embedder` is given and the index holds its vectors: that English-only model (the bundled
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[str, ...] = get_args(RetrievalMode)
 Diversity = Literal["none", "dedup", "mmr"]
+Fusion = Literal["score", "rrf"]
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60) -> list[tuple[Hit, float]]:
@@ -56,6 +59,32 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60) -> li
         for rank, hit in enumerate(ranking, start=1):
             cid = hit.chunk.id
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+            first.setdefault(cid, hit)
+    order = sorted(first, key=lambda cid: -fused[cid])  # stable: ties stay in first-appearance order
+    return [(first[cid], fused[cid]) for cid in order]
+
+
+def score_fusion(rankings: Sequence[Sequence[Hit]], depth: int = 100) -> list[tuple[Hit, float]]:
+    """Merge ranked lists by their scores: each list's top `depth` scores are min-max normalised (its best 1, its
+    last 0; a list whose scores are all equal gives each 1) and a chunk scores the sum over the lists, 0 where it
+    is missing; best first.
+
+    Unlike rank fusion this keeps how far ahead a hit is: a passage the embedding places first by a wide margin
+    is not overtaken by one that both lists rank second (convex combination, Bruch et al. 2023). The Hit kept
+    for a chunk is its first appearance; ties keep the order of first appearance.
+    """
+    fused: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking in rankings:
+        top = ranking[:depth]
+        if not top:
+            continue
+        scores = np.array([h.score for h in top], dtype=np.float64)
+        lo, hi = float(scores.min()), float(scores.max())
+        normed = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+        for hit, value in zip(top, normed.tolist(), strict=True):
+            cid = hit.chunk.id
+            fused[cid] = fused.get(cid, 0.0) + value
             first.setdefault(cid, hit)
     order = sorted(first, key=lambda cid: -fused[cid])  # stable: ties stay in first-appearance order
     return [(first[cid], fused[cid]) for cid in order]
@@ -83,8 +112,8 @@ def identifier_boost(fused: Sequence[tuple[Hit, float]], identifiers: Sequence[s
                      ) -> list[tuple[Hit, float]]:
     """`fused` with `bonus` x (share of `identifiers` found verbatim in a chunk's text) added, best first.
 
-    Fusion by rank forgets that a chunk matched a form number exactly: a chunk first in BM25 for
-    "form 1234567-12" but outside the dense list ends below chunks that both lists rank middling.
+    Fusion forgets that a chunk matched a form number exactly: a chunk first in BM25 for "form 1234567-12"
+    but outside the dense list can end below chunks that both lists rank middling.
     """
     if not identifiers or bonus <= 0:
         return list(fused)
@@ -109,19 +138,24 @@ class Retriever:
                  detect_language: Callable[[str], str] | None = None, expander: QueryExpander | None = None,
                  feedback: int = 0, diversity: Diversity = "none", dedup_threshold: float = 0.95,
                  mmr_lambda: float = 0.7, identifier_weight: float = 1.0,
-                 english_embedder: Embedder | None = None) -> None:
+                 english_embedder: Embedder | None = None, fusion: Fusion = "score", fusion_depth: int = 100) -> None:
         if diversity not in ("none", "dedup", "mmr"):
             raise ValueError(f"unknown diversity {diversity!r}: choose none, dedup or mmr")
         if mode not in MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}: choose one of {', '.join(MODES)}")
-        if candidates < 1 or rrf_k < 1:
-            raise ValueError(f"candidates and rrf_k must be at least 1 (got {candidates}, {rrf_k})")
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}: choose one of {', '.join(FUSIONS)}")
+        if candidates < 1 or rrf_k < 1 or fusion_depth < 1:
+            raise ValueError(f"candidates, rrf_k and fusion_depth must be at least 1 (got {candidates}, {rrf_k}, "
+                             f"{fusion_depth})")
         self.embedder = embedder
         self.store = store
         self.reranker = reranker or NoopReranker()
         self.candidates = candidates
         self.mode = mode
         self.rrf_k = rrf_k
+        self.fusion = fusion
+        self.fusion_depth = fusion_depth
         self.detect_language = detect_language
         self.expander = expander
         self.feedback = feedback
@@ -187,28 +221,37 @@ class Retriever:
         depth = max(k, self.candidates)
         language = self._language(query, language) if self.mode != "dense" else language
         expansion = self.expander.expand(query) if self.expander is not None and self.expander.active else None
+        # score fusion normalises each list over its top fusion_depth, so each list is searched that deep
+        fusing = self.mode == "hybrid" or expansion is not None
+        search_depth = max(depth, self.fusion_depth) if fusing and self.fusion == "score" else depth
         t1 = time.perf_counter()
         vector = self.embedder.embed_query(query)
-        rankings = self._rankings(query, vector, depth, filter, language, lexical=expansion.lexical if expansion
-                                  else "", original=True)
+        rankings = self._rankings(query, vector, search_depth, filter, language,
+                                  lexical=expansion.lexical if expansion else "", original=True)
         if language == "en" and self.mode == "hybrid" and self.english_embedder is not None \
                 and self.store.has_english(self.english_embedder.model_id):
-            english = self.store.search_english(self.english_embedder.embed_query(query), depth, filter)
+            english = self.store.search_english(self.english_embedder.embed_query(query), search_depth, filter)
             rankings.append([replace(h, dense_score=None) for h in english])
         if expansion is not None:
             for q in (*expansion.queries, *expansion.sub_queries):
-                rankings += self._rankings(q, self.embedder.embed_query(q), depth, filter, language,
+                rankings += self._rankings(q, self.embedder.embed_query(q), search_depth, filter, language,
                                            lexical="", original=False)
             if self.mode != "bm25" and expansion.passages:
                 for pv in self.embedder.embed_documents(list(expansion.passages)):
-                    rankings.append([replace(h, dense_score=None) for h in self.store.search(pv, depth, filter)])
+                    rankings.append([replace(h, dense_score=None)
+                                     for h in self.store.search(pv, search_depth, filter)])
         if len(rankings) == 1:
-            ranked = rankings[0]
+            ranked = rankings[0][:depth]
             hits = self._with_dense_scores(vector, ranked, [h.score for h in ranked])
         else:
-            fused = reciprocal_rank_fusion(rankings, self.rrf_k)
+            if self.fusion == "score":
+                fused = score_fusion(rankings, search_depth)
+                first_place = 1.0  # a list's best hit scores 1
+            else:
+                fused = reciprocal_rank_fusion(rankings, self.rrf_k)
+                first_place = 1.0 / (self.rrf_k + 1)
             if self.mode != "dense":
-                bonus = self.identifier_weight / (self.rrf_k + 1)  # worth a first place in one more list
+                bonus = self.identifier_weight * first_place  # worth a first place in one more list
                 fused = identifier_boost(fused, query_identifiers(query), bonus)
             fused = fused[:depth]
             hits = self._with_dense_scores(vector, [h for h, _ in fused], [s for _, s in fused])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ingest.language import detect_language
-from retrieval.retriever import Retriever, reciprocal_rank_fusion
+from retrieval.retriever import Retriever, reciprocal_rank_fusion, score_fusion
 from retrieval.store import FaissStore, IndexIdentity
 from retrieval.types import Chunk, Hit, SearchFilter
 
@@ -97,9 +97,30 @@ def test_reciprocal_rank_fusion_favours_hits_both_lists_agree_on():
     assert fused[0][1] == pytest.approx(1 / 63 + 1 / 61)
 
 
+def test_score_fusion_keeps_a_clear_lead_that_rank_fusion_loses():
+    def hits(*scored):
+        return [Hit(Chunk(i, i, i, 0, 1), s) for i, s in scored]
+
+    # the embedding puts "a" far ahead of the rest; BM25 ranks it fifth, but close behind its best
+    dense = hits(("a", 0.95), ("b", 0.62), ("c", 0.61), ("d", 0.60), ("e", 0.55))
+    bm25 = hits(("b", 12.0), ("c", 11.5), ("d", 11.0), ("e", 10.8), ("a", 10.5), ("f", 2.0))
+    assert [h.chunk.id for h, _ in reciprocal_rank_fusion([dense, bm25])][:2] == ["b", "c"]
+    fused = score_fusion([dense, bm25])
+    assert [h.chunk.id for h, _ in fused][:2] == ["a", "b"]
+    assert fused[0][1] == pytest.approx(1.0 + (10.5 - 2.0) / (12.0 - 2.0))  # min-max per list, summed
+    assert fused[-1][0].chunk.id == "f" and fused[-1][1] == 0.0, "a list's last hit scores 0, like a missing one"
+    assert fused[0][0] is dense[0], "the first appearance is kept (a dense hit keeps its cosine)"
+    # a list whose scores are all equal counts each hit as its best; an empty list counts for nothing
+    assert [s for _, s in score_fusion([hits(("x", 3.0), ("y", 3.0)), []])] == [1.0, 1.0]
+    # only the top `depth` of each list are fused
+    assert [h.chunk.id for h, _ in score_fusion([dense, bm25], depth=2)] == ["a", "b", "c"]
+
+
 def test_bad_mode_is_refused_with_the_choices(embedder, store):
     with pytest.raises(ValueError, match="hybrid, dense, bm25"):
         Retriever(embedder, store, mode="fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="score, rrf"):
+        Retriever(embedder, store, fusion="borda")  # type: ignore[arg-type]
 
 
 
@@ -155,16 +176,19 @@ def policies(tmp_path_factory, embedder):
 
 
 def test_a_form_number_finds_its_policy_in_hybrid_search(embedder, policies):
-    """Rank fusion alone lets look-alike passages that both lists rank middling bury the one exact match."""
+    """Rank fusion alone lets look-alike passages that both lists rank middling bury the one exact match; the
+    identifier bonus fixes that, and score fusion (the default) keeps BM25's clear lead on its own."""
     store, codes = policies
 
-    def found(weight: float) -> int:
+    def found(fusion: str, weight: float) -> int:
         r = Retriever(embedder, store, mode="hybrid", candidates=20, identifier_weight=weight,
-                      detect_language=detect_language)
+                      detect_language=detect_language, fusion=fusion)  # type: ignore[arg-type]
         return sum(f"p{i}" in [h.chunk.id for h in r.retrieve(f"form {code}", 3)] for i, code in enumerate(codes))
 
-    assert found(0.0) < 100, "precondition: plain fusion misses some"
-    assert found(1.0) == 100
+    assert found("rrf", 0.0) < 100, "precondition: plain rank fusion misses some"
+    assert found("rrf", 1.0) == 100
+    assert found("score", 0.0) == 100
+    assert found("score", 1.0) == 100
 
 
 class CountingEmbedder:

@@ -18,12 +18,15 @@ def test_settings_choose_the_retrieval_stages(tmp_path):
     assert s.store.index_config.kind == "hnsw" and s.store.index_config.ef_search == 64
     assert s.compressor.budget_tokens == 300
     assert not s.generator_loaded, "building the retriever does not load the model"
+    rrf = Services(Settings(data_dir=tmp_path, retrieval={"fusion": "rrf", "rrf_k": 30}))
+    assert (rrf.retriever.fusion, rrf.retriever.rrf_k, rrf.first_stage.fusion) == ("rrf", 30, "rrf")
 
 
 def test_defaults_add_no_llm_stage(tmp_path):
     s = Services(Settings(data_dir=tmp_path))
     assert isinstance(s.retriever.reranker, NoopReranker) and s.retriever.expander is None
     assert s.compressor is None and s.store.index_config.kind == "auto"
+    assert (s.retriever.fusion, s.retriever.fusion_depth, s.first_stage.fusion) == ("score", 100, "score")
 
 
 def test_query_likelihood_reranker_is_wired_to_the_serving_engine(tmp_path):
