@@ -4,32 +4,31 @@
         [--max-queries 300] [--llm-queries 20] [--model qwen2.5-coder-0.5b] [--rerank-top 8] [--json]
     flock /tmp/consulta-cpu.lock python bench/retrieval.py --scale 100000    # synthetic scale test
 
-Configs (each a Retriever built like app/container.py builds it):
+Configs (each a Retriever built like app/container.py builds it): bm25, dense-e5, dense-use, dense-minilm, or
+"hybrid" followed by any of these parts joined with "+" (one re-ranker at most), e.g. hybrid+hyde+en+rerank-blend:
   bm25                BM25 alone (stemmed per language)
   dense-e5/-use/-minilm  dense alone, exact inner product, one per bundled embedder
-  hybrid              e5 + BM25, reciprocal rank fusion (the default pipeline)
-  hybrid+prf          hybrid, BM25 with pseudo-relevance feedback (lexical expansion, no LLM)
-  CONFIG+en           any config with the English ranking on (retrieval.english_embedder=minilm, the
-                      default): English questions also search the English passages with all-MiniLM-L6-v2,
-                      a third list in the fusion (e.g. hybrid+en, hybrid+prf+en, full+en)
-  CONFIG+rrf          any hybrid config with reciprocal rank fusion (k=60, the top --candidates of each list)
-                      instead of score fusion (the default: each list's top 100 scores min-max normalised
-                      and summed), e.g. hybrid+rrf, hybrid+en+rrf
-  hybrid+expansion    hybrid + LLM multi-query rewriting (2) + HyDE               [LLM]
-  hybrid+decompose    hybrid + LLM decomposition into sub-questions               [LLM]
-  hybrid+rerank       hybrid + LLM yes/no re-ranking of the top --rerank-top       [LLM]
-  hybrid+rerank-blend the same judgements, fused with the first-stage rank (blend 1.0)  [LLM]
-  full / full-blend   hybrid + prf + expansion + query-likelihood re-ranking (the better LLM re-ranker;
-                      its order alone / mixed at --qlm-blend)                    [LLM]
-  hybrid+qlm          hybrid + query-likelihood re-ranking of the top --rerank-top: mean log P(question |
-                      passage) under the LLM (UPR)                                 [LLM]
-  hybrid+qlm-blend    the same scores mixed with the first-stage order at --qlm-blend  [LLM]
-  hybrid+ce           hybrid + a cross-encoder trained on the set's own passages (InPars-style: the
-                      --ce-model LLM writes --ce-questions questions about sampled passages, hard
-                      negatives from hybrid search, MiniLM fine-tuned; retrieval/reranker_training.py),
-                      re-ranking the top --ce-top; trained once per set into --ce-dir/SET and reused
-  hybrid+ce-blend     the same model's scores mixed with the first-stage order, at the weight its training
+  hybrid              e5 + BM25, score fusion: each list's top 100 scores min-max normalised and summed (the
+                      default pipeline, less the English ranking)
+  +rrf                reciprocal rank fusion instead (k=60, the top --candidates of each list)
+  +en                 the English ranking (retrieval.english_embedder=minilm, the default): English questions
+                      also search the English passages with all-MiniLM-L6-v2, a third list in the fusion
+  +prf                BM25 with pseudo-relevance feedback (lexical expansion, no LLM)
+  +expansion          LLM multi-query rewriting (2) + HyDE                           [LLM]
+  +hyde, +multiquery  HyDE alone / the 2 rewrites alone                              [LLM]
+  +decompose          LLM decomposition into sub-questions                           [LLM]
+  +rerank             LLM yes/no re-ranking of the top --rerank-top                  [LLM]
+  +rerank-blend       the same judgements, fused with the first-stage rank (blend 1.0)  [LLM]
+  +qlm                query-likelihood re-ranking of the top --rerank-top: mean log P(question | passage)
+                      under the LLM (UPR)                                            [LLM]
+  +qlm-blend          the same scores mixed with the first-stage order at --qlm-blend  [LLM]
+  +ce                 a cross-encoder trained on the set's own passages (InPars-style: the --ce-model LLM
+                      writes --ce-questions questions about sampled passages, hard negatives from hybrid
+                      search, MiniLM fine-tuned; retrieval/reranker_training.py), re-ranking the top
+                      --ce-top; trained once per set into --ce-dir/SET and reused
+  +ce-blend           the same model's scores mixed with the first-stage order, at the weight its training
                       chose on held-out questions (retrieval.reranker.interpolate)
+  full / full-blend   hybrid+prf+expansion+qlm / hybrid+prf+expansion+qlm-blend (more parts may follow)
 LLM configs run on the first --llm-queries queries of each set only (the bundled GGUF on 2 CPU cores is
 slow); each LLM row is printed beside `hybrid` measured on the same queries ("subset": true).
 
@@ -73,17 +72,34 @@ from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.store import FaissStore, IndexConfig, IndexIdentity  # noqa: E402
 from retrieval.types import Chunk  # noqa: E402
 
-LLM_CONFIGS = {"hybrid+expansion", "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full",
-               "full-blend", "hybrid+qlm", "hybrid+qlm-blend"}
-LLM_CONFIGS |= {c + "+en" for c in LLM_CONFIGS}
-LLM_CONFIGS |= {c + "+rrf" for c in LLM_CONFIGS}
-CE_CONFIGS = {"hybrid+ce", "hybrid+ce-blend", "hybrid+prf+ce"}
-CONFIGS = ["bm25", "dense-e5", "dense-use", "dense-minilm", "hybrid", "hybrid+prf", "hybrid+expansion",
+# A hybrid config is "hybrid" followed by parts joined with "+", in any combination (one re-ranker at most);
+# "full" and "full-blend" stand for the LLM pipeline below.
+PARTS = {"prf", "expansion", "hyde", "multiquery", "decompose", "rerank", "rerank-blend", "qlm", "qlm-blend", "ce",
+         "ce-blend", "en", "rrf"}
+LLM_PARTS = {"expansion", "hyde", "multiquery", "decompose", "rerank", "rerank-blend", "qlm", "qlm-blend"}
+RERANK_PARTS = {"rerank", "rerank-blend", "qlm", "qlm-blend", "ce", "ce-blend"}
+ALIASES = {"full": "hybrid+prf+expansion+qlm", "full-blend": "hybrid+prf+expansion+qlm-blend"}
+SINGLE = ["bm25", "dense-e5", "dense-use", "dense-minilm"]
+CONFIGS = [*SINGLE, "hybrid", "hybrid+prf", "hybrid+expansion", "hybrid+hyde", "hybrid+multiquery",
            "hybrid+decompose", "hybrid+rerank", "hybrid+rerank-blend", "full", "full-blend", "hybrid+qlm",
-           "hybrid+qlm-blend", *sorted(CE_CONFIGS)]
-HYBRID_CONFIGS = [c for c in CONFIGS if c.startswith(("hybrid", "full"))]
-CONFIGS += [c + "+en" for c in HYBRID_CONFIGS]  # the same, with the English ranking
-CONFIGS += [c + "+rrf" for c in [*HYBRID_CONFIGS, *(c + "+en" for c in HYBRID_CONFIGS)]]  # rank fusion
+           "hybrid+qlm-blend", "hybrid+ce", "hybrid+ce-blend", "hybrid+prf+ce"]  # the default --configs
+
+
+def config_parts(config: str) -> set[str]:
+    """The parts of a hybrid config ({"prf", "en", ...}); empty for BM25 or dense alone."""
+    if config in SINGLE:
+        return set()
+    head, *rest = config.split("+")
+    if head in ALIASES:
+        return config_parts("+".join([ALIASES[head], *rest]))
+    if head != "hybrid" or not set(rest) <= PARTS or len(RERANK_PARTS & set(rest)) > 1:
+        raise ValueError(f"unknown config {config!r}: {', '.join(SINGLE)}, or hybrid[+PART...] with parts from "
+                         f"{', '.join(sorted(PARTS))} (one re-ranker at most), or full[-blend][+PART...]")
+    return set(rest)
+
+
+def needs_llm(config: str) -> bool:
+    return bool(config_parts(config) & LLM_PARTS)
 QA_FILES = {"xquad-en": "qa/xquad/en", "xquad-es": "qa/xquad/es", "squad2-en-half": "qa/squad2-en-half"}
 
 
@@ -202,30 +218,33 @@ class Llm:
 
 
 def make_retriever(config: str, embedder, store, llm: Llm | None, args) -> Retriever:
+    """The config's Retriever (its English ranking, part "en", is set by the caller, which holds the vectors)."""
     kw: dict = {"candidates": args.candidates, "detect_language": detect_language}
     if config == "bm25":
         return Retriever(embedder, store, mode="bm25", **kw)
     if config.startswith("dense-"):
         return Retriever(embedder, store, mode="dense", **kw)
-    if config in CE_CONFIGS:
-        path = Path(args.ce_dir) / args.current_set
-        # hybrid+ce: the model's order alone; -blend: the first-stage weight training chose on held-out questions
-        kw["reranker"] = CrossEncoderReranker(str(path), top=args.ce_top,
-                                              blend=None if config.endswith("blend") else 0.0)
-    if config in ("hybrid+prf", "full", "full-blend", "hybrid+prf+ce"):
+    parts = config_parts(config)
+    if "rrf" in parts:
+        kw["fusion"] = "rrf"
+    if "prf" in parts:
         kw["feedback"] = args.feedback
-    if config in ("hybrid+expansion", "full", "full-blend"):
-        kw["expander"] = QueryExpander(generate=llm.generate, multi_query=2, hyde=True)
-    if config == "hybrid+decompose":
-        kw["expander"] = QueryExpander(generate=llm.generate, decompose=True)
-    if config in ("hybrid+rerank", "hybrid+rerank-blend"):
-        blend = 1.0 if config.endswith("blend") else 0.0
+    multi_query = 2 if parts & {"expansion", "multiquery"} else 0
+    hyde = bool(parts & {"expansion", "hyde"})
+    if multi_query or hyde or "decompose" in parts:
+        kw["expander"] = QueryExpander(generate=llm.generate, multi_query=multi_query, hyde=hyde,
+                                       decompose="decompose" in parts)
+    if parts & {"ce", "ce-blend"}:
+        path = Path(args.ce_dir) / args.current_set
+        # ce: the model's order alone; ce-blend: the first-stage weight training chose on held-out questions
+        kw["reranker"] = CrossEncoderReranker(str(path), top=args.ce_top, blend=None if "ce-blend" in parts else 0.0)
+    if parts & {"rerank", "rerank-blend"}:
         kw["reranker"] = LlmReranker(llm.score, format_chat=llm.engine.format_chat, top=args.rerank_top,
-                                     blend=blend)
-    if config in ("hybrid+qlm", "hybrid+qlm-blend", "full", "full-blend"):
+                                     blend=1.0 if "rerank-blend" in parts else 0.0)
+    if parts & {"qlm", "qlm-blend"}:
         kw["reranker"] = QueryLikelihoodReranker(llm.continuation, format_chat=llm.engine.format_chat,
                                                  top=args.rerank_top,
-                                                 blend=args.qlm_blend if config.endswith("blend") else 0.0)
+                                                 blend=args.qlm_blend if "qlm-blend" in parts else 0.0)
     return Retriever(embedder, store, mode="hybrid", **kw)
 
 
@@ -340,29 +359,26 @@ def run_set(set_name: str, args, embedders: dict, llm: Llm | None) -> list[dict]
             stores[name] = build_store(Path(tmp) / name, emb.model_id, chunks, docs)
             cached[name] = (CachedEmbedder(emb, docs.shape[1], qvec), qms)
         english = None
-        if any(c.removesuffix("+rrf").endswith("+en") for c in configs):
+        if any("en" in config_parts(c) for c in configs):
             en = embedders["minilm"]
             en_docs, en_qvec, _ = embed_set(set_name, en, texts, qtexts, Path(args.cache))
             english = CachedEmbedder(en, en_docs.shape[1], en_qvec)
             stores["e5+en"] = build_store(Path(tmp) / "e5+en", embedders["e5"].model_id, chunks, passages["e5"],
                                           english=(en.model_id, en_docs))
         args.current_set = set_name
-        if CE_CONFIGS & {c.removesuffix("+rrf").removesuffix("+en") for c in configs}:
+        if any(config_parts(c) & {"ce", "ce-blend"} for c in configs):
             rows.append(ensure_cross_encoder(set_name, chunks, cached["e5"][0], stores["e5"], args, args.llm_box))
-        plan = [(c, c in LLM_CONFIGS) for c in configs if llm is not None or c not in LLM_CONFIGS]
+        plan = [(c, needs_llm(c)) for c in configs if llm is not None or not needs_llm(c)]
         if any(is_subset for _, is_subset in plan):
             plan.append(("hybrid", True))  # the baseline on the same queries as the LLM configs
         for config, is_subset in plan:
             name = config.split("-", 1)[1] if config.startswith("dense-") else "e5"
             emb, qms = cached[name]
-            base = config.removesuffix("+rrf")
-            if base.endswith("+en"):  # English questions also get the English model's ranking
-                retriever = make_retriever(base.removesuffix("+en"), emb, stores["e5+en"], llm, args)
+            if "en" in config_parts(config):  # English questions also get the English model's ranking
+                retriever = make_retriever(config, emb, stores["e5+en"], llm, args)
                 retriever.english_embedder = english
             else:
-                retriever = make_retriever(base, emb, stores[name], llm, args)
-            if config.endswith("+rrf"):
-                retriever.fusion = "rrf"
+                retriever = make_retriever(config, emb, stores[name], llm, args)
             qs = subset if is_subset else queries
             retriever.retrieve(qtexts[0], 10, language=langs[qtexts[0]])  # warm caches (BM25 data, ...)
             r = {"set": set_name, "config": config, "docs": len(ids), "subset": is_subset,
@@ -501,10 +517,12 @@ def main() -> None:
         if s not in SETS:
             ap.error(f"unknown set {s!r}: choose from {', '.join(SETS)}")
     for c in args.configs.split(","):
-        if c not in CONFIGS:
-            ap.error(f"unknown config {c!r}: choose from {', '.join(CONFIGS)}")
+        try:
+            config_parts(c)
+        except ValueError as e:
+            ap.error(str(e))
     embedders = {name: BUILDERS[name]() for name in ("e5", "use", "minilm")}
-    llm = Llm(args.model, args.threads) if LLM_CONFIGS & set(args.configs.split(",")) else None
+    llm = Llm(args.model, args.threads) if any(needs_llm(c) for c in args.configs.split(",")) else None
     args.llm_box = {"llm": llm if args.ce_model == args.model else None}
     try:
         results = []
