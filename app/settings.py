@@ -66,7 +66,7 @@ class RetrievalSettings(BaseModel):
                             "fusion=rrf, also the hits taken from each list)")
     fusion: Literal["score", "rrf"] = Field(
         "score", description="How hybrid search merges its ranked lists: score (each list's top fusion_depth scores "
-        "min-max normalised to 0..1 and summed; +0.01 to +0.03 nDCG@10 over rrf on four of five sets, README) or rrf "
+        "min-max normalised to 0..1 and summed; +0.006 to +0.025 nDCG@10 over rrf on all five sets, README) or rrf "
         "(reciprocal rank fusion, sum 1/(rrf_k + rank))")
     fusion_depth: int = Field(100, ge=1, le=1000, description="Hits searched in each list and normalised together, "
                               "for fusion=score")

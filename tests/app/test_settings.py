@@ -49,3 +49,13 @@ def test_missing_yaml_file_is_named(tmp_path):
 def test_api_url_variable_reaches_the_ui_settings(monkeypatch):
     monkeypatch.setenv("CONSULTA_API_URL", "http://10.0.0.5:9000")
     assert load_settings().ui.api_url == "http://10.0.0.5:9000"
+
+
+def test_an_unknown_fusion_is_named_with_its_choices(monkeypatch):
+    monkeypatch.setenv("CONSULTA_RETRIEVAL__FUSION", "borda")
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"retrieval\.fusion\s+Input should be 'score' or 'rrf'"):
+        load_settings()
+    monkeypatch.setenv("CONSULTA_RETRIEVAL__FUSION", "rrf")
+    assert load_settings().retrieval.fusion == "rrf"
