@@ -72,35 +72,126 @@ def parse_verdict(text: str) -> Verdict:
                    " ".join(reason.split())[:600])
 
 
-class TriadJudge:
-    """Judges (question, context, answer) triples with the local LLM; thread-safe via the engine."""
+class JudgePromptTooLong(ValueError):
+    """The judge's prompt cannot be fitted to the per-request context even with its texts cut (seen by the
+    person reading the report, as the question's error)."""
 
-    def __init__(self, generator: Generator, *, max_context_tokens: int = 900, max_tokens: int = 120) -> None:
+
+TEMPLATE_MARGIN = 32  # tokens of chat markup when the generator cannot render its template (remote backends)
+MIN_CONTEXT_TOKENS = 64  # passage tokens below which a verdict means nothing
+
+
+def truncate_tokens(count: Callable[[str], int], text: str, limit: int) -> str:
+    """The longest start of `text` (whole words where possible, then "...") that takes at most `limit` tokens."""
+    if count(text) <= limit:
+        return text
+    if limit <= 1:
+        return ""
+    words = text.split(" ")
+    lo, hi = 0, len(words)  # lo words are known to fit with the ellipsis
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(" ".join(words[:mid]) + " ...") <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo:
+        return " ".join(words[:lo]) + " ..."
+    first = words[0]  # one very long "word": cut by characters
+    lo, hi = 0, len(first)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(first[:mid] + "...") <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return first[:lo] + "..." if lo else ""
+
+
+class TriadJudge:
+    """Judges (question, context, answer) triples with the local LLM; thread-safe via the engine.
+
+    Every prompt is fitted to the per-request context (`context_tokens`, and the engine's own
+    `n_ctx_per_seq` when it has one): prompt + `max_tokens` of reply never exceed it. Passages are cut
+    first, then an overlong answer (it is quoted three times); a question that leaves no room raises
+    JudgePromptTooLong instead of reaching the engine.
+    """
+
+    def __init__(self, generator: Generator, *, max_context_tokens: int = 900, max_tokens: int = 120,
+                 context_tokens: int | None = None) -> None:
         self.generator = generator
         self.max_context_tokens = max_context_tokens
         self.max_tokens = max_tokens
+        self.context_tokens = context_tokens
 
     @property
     def model_id(self) -> str:
         return self.generator.model_id
 
-    def _fit(self, passages: Sequence[str]) -> str:
+    def window(self) -> int | None:
+        """Tokens one request may hold (prompt + reply), or None when nothing says."""
+        self.generator.count_tokens("")  # loads the engine, whose per-request size is final only then
+        known = [w for w in (self.context_tokens, getattr(self.generator, "n_ctx_per_seq", None))
+                 if isinstance(w, int) and w > 0]
+        return min(known) if known else None
+
+    def _cost(self, messages: list[dict[str, str]]) -> int:
+        """Prompt tokens of `messages`, counted on the rendered chat template when the generator has one
+        (its special markup counted as plain text, so the figure errs on the high side)."""
+        render = getattr(self.generator, "format_chat", None)
+        if callable(render):
+            return self.generator.count_tokens(render(messages))
+        return sum(self.generator.count_tokens(m["content"]) + 4 for m in messages) + TEMPLATE_MARGIN
+
+    def _fit(self, passages: Sequence[str], budget: int) -> str:
         out, used = [], 0
+        count = self.generator.count_tokens
         for n, p in enumerate(passages, start=1):
             block = f"[{n}] {' '.join(p.split())}"
-            cost = self.generator.count_tokens(block)
-            if out and used + cost > self.max_context_tokens:
+            cost = count(block) + 2  # the blank line between passages
+            if used + cost > budget:
+                if not out:  # one long passage: keep its start
+                    out.append(truncate_tokens(count, block, budget - 2))
                 break
-            if cost > self.max_context_tokens:  # one long passage: keep its start
-                block = block[: self.max_context_tokens * 3]
             out.append(block)
             used += cost
-        return "\n\n".join(out) or "(no passages)"
+        return "\n\n".join(b for b in out if b) or "(no passages)"
+
+    def messages(self, question: str, passages: Sequence[str], answer: str) -> list[dict[str, str]]:
+        """The judge's chat messages, fitted to the per-request context."""
+        answer = " ".join(answer.split())
+
+        def build(context: str, ans: str) -> list[dict[str, str]]:
+            prompt = JUDGE_PROMPT.format(context=context, question=question, answer=ans)
+            return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
+
+        window = self.window()
+        if window is None:
+            return build(self._fit(passages, self.max_context_tokens), answer)
+        budget = window - self.max_tokens
+        room = budget - self._cost(build("", ""))  # what the passages and the answer's three quotes share
+        if room < MIN_CONTEXT_TOKENS + 16:
+            raise JudgePromptTooLong(f"the judge's prompt without passages already takes {budget - room} of the "
+                                     f"{budget} prompt tokens a request may hold ({window} - {self.max_tokens} "
+                                     f"for the reply)")
+        # the answer is quoted three times: whole when the passages keep their full share, else cut to at
+        # most half the room
+        limit = max(8, room // 6, (room - self.max_context_tokens) // 3)
+        answer = truncate_tokens(self.generator.count_tokens, answer, limit)
+        context_budget = min(self.max_context_tokens, budget - self._cost(build("", answer)))
+        messages = build(self._fit(passages, context_budget), answer)
+        over = self._cost(messages) - budget
+        while over > 0 and context_budget > MIN_CONTEXT_TOKENS:  # joining passages cost a few tokens more
+            context_budget = max(MIN_CONTEXT_TOKENS, context_budget - over - 8)
+            messages = build(self._fit(passages, context_budget), answer)
+            over = self._cost(messages) - budget
+        if over > 0:
+            raise JudgePromptTooLong(f"the judge's prompt takes {over + budget} tokens, more than the {budget} a "
+                                     f"request may hold besides its {self.max_tokens}-token reply")
+        return messages
 
     def judge(self, question: str, passages: Sequence[str], answer: str) -> Verdict:
-        answer = " ".join(answer.split())
-        prompt = JUDGE_PROMPT.format(context=self._fit(passages), question=question, answer=answer)
-        messages = [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
+        messages = self.messages(question, passages, answer)
         completion = self.generator.generate(messages, SamplingParams(max_tokens=self.max_tokens, temperature=0.0))
         return parse_verdict(completion.text)
 
@@ -153,9 +244,13 @@ def calibrate(judge: TriadJudge, squad_dir: Path, cache_dir: Path, *, n: int = 1
     cases = calibration_cases(squad_dir, n, seed)
     done = 0
 
-    def run(case: dict[str, Any]) -> Verdict:
+    def run(case: dict[str, Any]) -> Verdict | None:
         nonlocal done
-        v = judge.judge(case["question"], [case["context"]], case["answer"])
+        try:
+            v = judge.judge(case["question"], [case["context"]], case["answer"])
+        except Exception as e:  # one case that fails is counted, the others still calibrate
+            logger.warning("a calibration case failed: %s: %s", type(e).__name__, e)
+            v = None
         done += 1
         if progress:
             progress(done, len(cases))
@@ -167,14 +262,16 @@ def calibrate(judge: TriadJudge, squad_dir: Path, cache_dir: Path, *, n: int = 1
                               "cases": len(cases), "questions": n, "seed": seed}
     for crit, label in (("faithfulness", "faithful"), ("context_relevance", "relevant")):
         pairs = [(getattr(v, crit) >= 0.5, c[label]) for v, c in zip(verdicts, cases, strict=True)
-                 if getattr(v, crit) is not None]
+                 if v is not None and getattr(v, crit) is not None]
         result[crit] = {
             "agreement": round(sum(a == b for a, b in pairs) / len(pairs), 3) if pairs else None,
             "kappa": None if not pairs else round(cohen_kappa([a for a, _ in pairs], [b for _, b in pairs]) or 0, 3),
             "parsed": len(pairs),
         }
-    result["unparsed"] = sum(v.faithfulness is None for v in verdicts)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    result["unparsed"] = sum(v is not None and v.faithfulness is None for v in verdicts)
+    result["failed"] = sum(v is None for v in verdicts)
+    if not result["failed"]:  # a calibration with failed cases is tried again next time
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(result, indent=1), encoding="utf-8")
     result["cached"] = False
     return result
