@@ -48,6 +48,9 @@ def run(
                                                               "(default: squad2-en-half when found)")] = None,
     calibration_n: Annotated[int, typer.Option(help="Questions for the judge calibration (3 cases each)",
                                                min=1)] = 16,
+    resume: Annotated[bool, typer.Option("--resume", help="Pick up a killed run with the same dataset, questions "
+                                                          "and settings: reuse its finished rows, ask the rest")]
+    = False,
 ) -> None:
     """Evaluate the assistant on a dataset and write an HTML report plus JSON and Markdown summaries."""
     from app.cli import _settings
@@ -56,7 +59,7 @@ def run(
     gates = parse_gates(fail_under or [])
     options = EvalOptions(dataset=dataset, documents=documents, configs=list(config or []), limit=limit, seed=seed,
                           report=report, k=k, judge=judge, noise=noise, concurrency=concurrency,
-                          calibration_set=calibration_set, calibration_n=calibration_n,
+                          calibration_set=calibration_set, calibration_n=calibration_n, resume=resume,
                           command="consulta eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     with _progress_bar(disable=not err.is_terminal) as bar:
         tasks: dict[str, int] = {}
@@ -74,10 +77,19 @@ def run(
     if as_json:
         out = {"n": result["n"], "metrics": first["metrics"], "report": result["report"],
                "configs": {c["name"]: c["metrics"] for c in result["configs"]},
-               "calibration": result["calibration"], "dataset": result["dataset"], "gates_failed": failures}
+               "calibration": result["calibration"], "dataset": result["dataset"], "gates_failed": failures,
+               "failed": result["failed"], "configs_failed": {c["name"]: c["failed"] for c in result["configs"]},
+               "checkpoint": result["checkpoint"]}
         sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
     else:
         _print_table(result)
+    from eval.report import failures_line
+
+    if failures_line(result):
+        err.print(f"[yellow]{failures_line(result)}[/yellow]")
+    if result["checkpoint"]["reused"]:
+        err.print(f"resumed: {result['checkpoint']['reused']} finished questions taken from "
+                  f"{result['checkpoint']['path']}")
     for f in failures:
         err.print(f"[red]gate failed[/red] {f}")
     if failures:

@@ -1,4 +1,8 @@
-"""One evaluation run end to end: dataset -> configs -> answers -> judge -> metrics -> reports -> gate."""
+"""One evaluation run end to end: dataset -> configs -> answers -> judge -> metrics -> reports -> gate.
+
+Each finished row goes to a checkpoint as it finishes (eval/checkpoint.py); `resume` reuses what a killed run
+left there. Questions that failed are counted per config ("failed") and left out of the metrics.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ from typing import Any
 from app.container import Services
 from app.errors import ConsultaError
 from app.settings import Settings
+from eval.checkpoint import Checkpoint, describe
 from eval.datasets import Dataset, load_dataset
 from eval.judge import TriadJudge, calibrate
 from eval.report import append_history, previous_runs, write_reports
-from eval.runner import EvalRunner, Progress, RunConfig, aggregate, load_configs
+from eval.runner import EvalRunner, Progress, RunConfig, aggregate, failed, load_configs
 
 CALIBRATION_ENV = "CONSULTA_EVAL_CALIBRATION_SET"
 
@@ -36,6 +41,7 @@ class EvalOptions:
     calibration_set: Path | None = None
     calibration_n: int = 16
     command: str = "consulta eval run"
+    resume: bool = False  # reuse the rows a killed run with the same key left in its checkpoint
 
 
 def find_calibration_set(options: EvalOptions, dataset: Dataset) -> Path | None:
@@ -89,33 +95,20 @@ def check_gates(run: dict[str, Any], gates: list[tuple[str, float]]) -> list[str
 def evaluate(base: Settings, options: EvalOptions, progress: Progress | None = None) -> dict[str, Any]:
     dataset = load_dataset(options.dataset, limit=options.limit, seed=options.seed, documents=options.documents)
     configs: list[RunConfig] = load_configs(options.configs, base)
-    runner = EvalRunner(base, k=options.k, concurrency=options.concurrency, noise=options.noise, seed=options.seed,
-                        progress=progress)
-    results = [runner.run_config(dataset, c) for c in configs]
-    rows = [r for res in results for r in res.rows]
-
-    calibration: dict[str, Any] | None = None
-    if options.judge and dataset.generative:
-        judge_settings = configs[0].settings
-        services = Services(runner.eval_settings(RunConfig("judge", judge_settings), _NoIndex(runner.root), True))
-        try:
-            judge = TriadJudge(services.generator)
-            workers = options.concurrency or judge_settings.serving.max_sequences
-            runner.judge_rows(rows, judge, workers)
-            cal_set = find_calibration_set(options, dataset)
-            if cal_set is None:
-                calibration = {"error": f"no SQuAD 2.0 calibration set found (pass --calibration-set DIR or set "
-                                        f"{CALIBRATION_ENV})", "judge": judge.model_id}
-            else:
-                try:
-                    calibration = calibrate(judge, cal_set, runner.root, n=options.calibration_n,
-                                            concurrency=workers,
-                                            progress=(lambda d, t: progress("calibrating judge", d, t))
-                                            if progress else None)
-                except (OSError, ValueError, KeyError) as e:
-                    calibration = {"error": f"calibration on {cal_set} failed: {e}", "judge": judge.model_id}
-        finally:
-            services.close()
+    root = base.data_dir / "eval"
+    checkpoint = Checkpoint.open(root / "checkpoints",
+                                 describe(dataset.path, options.documents, [i.id for i in dataset.items], configs,
+                                          k=options.k, noise=options.noise, seed=options.seed),
+                                 resume=options.resume)
+    try:
+        runner = EvalRunner(base, k=options.k, concurrency=options.concurrency, noise=options.noise,
+                            seed=options.seed, progress=progress, checkpoint=checkpoint)
+        results = [runner.run_config(dataset, c) for c in configs]
+        rows = [r for res in results for r in res.rows]
+        calibration = _judge(runner, configs[0].settings, rows, dataset, options, progress) \
+            if options.judge and dataset.generative else None
+    finally:
+        checkpoint.close()
 
     timestamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     reports_root = base.data_dir / "reports"
@@ -127,8 +120,11 @@ def evaluate(base: Settings, options: EvalOptions, progress: Progress | None = N
                     "limit": options.limit, "seed": options.seed},
         "k": options.k, "calibration": calibration,
         "configs": [{"name": res.config.name, "file": res.config.file, "settings": _settings_summary(res.config.settings),
-                     "metrics": aggregate(res.rows, dataset, options.k, res.wall_s), "wall_s": round(res.wall_s, 1),
-                     "index": res.index} for res in results],
+                     "metrics": aggregate(res.rows, dataset, options.k, res.wall_s, res.asked),
+                     "wall_s": round(res.wall_s, 1), "index": res.index,
+                     "failed": sum(map(failed, res.rows)), "asked": res.asked} for res in results],
+        "failed": sum(map(failed, rows)),
+        "checkpoint": {"path": str(checkpoint.path), "resumed": checkpoint.resumed, "reused": checkpoint.reused},
     }
     history = reports_root / "history.jsonl"
     run["previous"] = previous_runs(history, run_key, [c["name"] for c in run["configs"]])
@@ -139,6 +135,27 @@ def evaluate(base: Settings, options: EvalOptions, progress: Progress | None = N
               "dataset": dataset.name}
     (reports_root / "latest.json").write_text(json.dumps(latest, indent=1), encoding="utf-8")
     return run
+
+
+def _judge(runner: EvalRunner, settings: Settings, rows: list[dict[str, Any]], dataset: Dataset,
+           options: EvalOptions, progress: Progress | None) -> dict[str, Any]:
+    """Judges the rows (each fitted to the per-request context) and calibrates the judge; returns the calibration."""
+    services = Services(runner.eval_settings(RunConfig("judge", settings), _NoIndex(runner.root), True))
+    try:
+        judge = TriadJudge(services.generator, context_tokens=settings.serving.n_ctx // settings.serving.max_sequences)
+        workers = options.concurrency or settings.serving.max_sequences
+        runner.judge_rows(rows, judge, workers)
+        cal_set = find_calibration_set(options, dataset)
+        if cal_set is None:
+            return {"error": f"no SQuAD 2.0 calibration set found (pass --calibration-set DIR or set "
+                             f"{CALIBRATION_ENV})", "judge": judge.model_id}
+        try:
+            return calibrate(judge, cal_set, runner.root, n=options.calibration_n, concurrency=workers,
+                             progress=(lambda d, t: progress("calibrating judge", d, t)) if progress else None)
+        except Exception as e:  # noqa: BLE001 - the answers and verdicts are worth more than the calibration
+            return {"error": f"calibration on {cal_set} failed: {type(e).__name__}: {e}", "judge": judge.model_id}
+    finally:
+        services.close()
 
 
 class _NoIndex:

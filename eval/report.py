@@ -16,7 +16,7 @@ from typing import Any
 
 from eval.metrics import METRIC_DEFINITIONS
 from eval.plots import bar_chart, box_plot
-from eval.runner import is_failure
+from eval.runner import failed, is_failure
 
 QUALITY_PREFIXES = ("retrieval.", "answer.", "refusal.", "citation.", "faithfulness", "answer_relevance",
                     "context_relevance", "noise.f1")
@@ -86,7 +86,20 @@ def calibration_line(cal: dict[str, Any] | None) -> str:
     return (f"Judge {cal['judge']} ({cal['rubric']}) agrees with the references on {cal['set']} "
             f"({cal['cases']} labelled cases from {cal['questions']} questions): faithfulness "
             f"{_pct(f['agreement'])} (Cohen's kappa {f['kappa']}), context relevance {_pct(c['agreement'])} "
-            f"(kappa {c['kappa']}); {cal.get('unparsed', 0)} replies unparsed.")
+            f"(kappa {c['kappa']}); {cal.get('unparsed', 0)} replies unparsed"
+            + (f", {cal['failed']} cases failed." if cal.get("failed") else "."))
+
+
+def failures_line(run: dict[str, Any]) -> str:
+    """How many questions failed (an error, not a wrong answer), per config; empty when none did."""
+    counts = [(c["name"], c.get("failed", 0)) for c in run["configs"]]
+    if not any(n for _, n in counts):
+        return ""
+    per = ", ".join(f"{name}: {n}" for name, n in counts if n) if len(counts) > 1 else ""
+    total = sum(n for _, n in counts)
+    asked = run["n"] * len(counts)
+    return (f"{total} of {asked} questions failed{f' ({per})' if per else ''}: they are listed with their error "
+            f"and left out of the metrics.")
 
 
 def _pct(v: float | None) -> str:
@@ -97,6 +110,7 @@ def write_markdown(run: dict[str, Any], path: Path) -> None:
     names = [c["name"] for c in run["configs"]]
     lines = [f"# Evaluation: {run['dataset']['name']} ({run['n']} questions)", "",
              f"{run['timestamp']} · `{run['command']}`", "", calibration_line(run.get("calibration")), "",
+             *([f"**{failures_line(run)}**", ""] if failures_line(run) else []),
              "| metric | " + " | ".join(names) + " | previous |", "|---|" + "---|" * (len(names) + 1)]
     for m in metric_names(run):
         prev = run.get("previous", {}).get(names[0], {}).get("metrics", {}).get(m)
@@ -138,8 +152,11 @@ def _row_html(r: dict[str, Any]) -> str:
         f'<span class="{"rel" if h["relevant"] else ""}">{escape(h.get("label") or h["source"])}</span> <span class="muted">{h["score"]:.3f}</span>'
         for h in r.get("retrieved", []))
     answer = ""
+    if failed(r):
+        answer = (f'<b class="down">failed while {escape(r.get("failed_stage", "?"))}</b>: '
+                  f'{escape(r["error"][:600])}<br>')
     if "answer" in r:
-        answer = ("<b>refused</b>: " if r["refused"] else "") + escape(r["answer"][:1200])
+        answer += ("<b>refused</b>: " if r["refused"] else "") + escape(r["answer"][:1200])
         if r.get("cited"):
             answer += '<br><span class="muted">cited: ' + ", ".join(
                 escape(c.get("label") or c["source"]) for c in r["cited"]) + "</span>"
@@ -203,6 +220,7 @@ def write_html(run: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> N
 {escape(run['dataset']['format'])})</span></h1>
 <p class="muted">{escape(run['timestamp'])} · <code>{escape(run['command'])}</code></p>
 <p class="{cal_class}" id="calibration">{escape(calibration_line(cal))}</p>
+{f'<p class="calib warn" id="failed">{escape(failures_line(run))}</p>' if failures_line(run) else ''}
 <h2>Metrics</h2><table id="metrics"><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
 <p class="muted">Deltas compare with the previous run on the same questions
 {('(' + escape(prev[names[0]]['timestamp']) + ')') if prev.get(names[0]) else '(none yet)'}; hover a metric for its

@@ -3,10 +3,15 @@ real retriever and assistant (concurrently, so the engine batches them), judge, 
 
 Indexes are cached under `<data_dir>/eval/indexes/<key>` (key: the documents and the settings that shape
 the index), so a second run, or a second config with the same embedder and chunker, does not re-embed.
+
+A question that fails (an exception while retrieving, answering, in the noise pass or while judging) becomes
+a row with `error` and `failed_stage`; the run goes on, and the metrics are computed over the other rows.
+With a Checkpoint, each row is written as each stage of it finishes, and rows already there are reused.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -28,6 +33,7 @@ from app.errors import ConsultaError
 from app.models import resolve_model
 from app.settings import Settings
 from eval import metrics as M
+from eval.checkpoint import Checkpoint
 from eval.datasets import Dataset, EvalItem
 from retrieval.types import Chunk, Hit, SearchFilter
 
@@ -133,8 +139,9 @@ class ConfigResult:
     config: RunConfig
     rows: list[dict[str, Any]]
     metrics: dict[str, float]
-    wall_s: float
+    wall_s: float  # answering (or retrieving) the questions asked in this run
     index: dict[str, Any] = field(default_factory=dict)
+    asked: int = 0  # questions asked in this run; the rest were taken from the checkpoint
 
 
 class DistractorRetriever:
@@ -160,9 +167,14 @@ class DistractorRetriever:
         return hits
 
 
+def failed(row: dict[str, Any]) -> bool:
+    """Whether the question failed (an exception, not a wrong answer): such a row is left out of the metrics."""
+    return "error" in row
+
+
 class EvalRunner:
     def __init__(self, base: Settings, *, k: int = 10, concurrency: int | None = None, noise: int = 0,
-                 seed: int = 0, progress: Progress | None = None) -> None:
+                 seed: int = 0, progress: Progress | None = None, checkpoint: Checkpoint | None = None) -> None:
         self.base = base
         self.k = k
         self.concurrency = concurrency
@@ -170,6 +182,18 @@ class EvalRunner:
         self.seed = seed
         self.progress = progress or (lambda phase, done, total: None)
         self.root = base.data_dir / "eval"
+        self.checkpoint = checkpoint
+
+    def _save(self, row: dict[str, Any], stage: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.write(row, stage)
+
+    @staticmethod
+    def _fail(row: dict[str, Any], stage: str, error: BaseException) -> None:
+        row["error"] = f"{type(error).__name__}: {error}"[:1000]
+        row["failed_stage"] = stage
+        logger.warning("question %s failed while %s: %s", row["id"], stage, row["error"])
+        logger.debug("question %s failed", row["id"], exc_info=error)
 
     # -- per config -----------------------------------------------------------------------------------
 
@@ -197,39 +221,69 @@ class EvalRunner:
         return index, services, info
 
     def run_config(self, dataset: Dataset, config: RunConfig) -> ConfigResult:
+        saved = self.checkpoint.rows(config.name) if self.checkpoint else {}
+        rows_by_id = {i.id: saved[i.id] for i in dataset.items if i.id in saved and not failed(saved[i.id])}
+        todo = [i for i in dataset.items if i.id not in rows_by_id]  # failed ones are asked again
+        if self.checkpoint is not None:
+            self.checkpoint.reused += len(rows_by_id)
+
+        def noise_todo() -> list[dict[str, Any]]:
+            return [r for r in rows_by_id.values() if self.noise and dataset.generative and r.get("scores")
+                    and "noise" not in r and not failed(r)]
+
+        if not todo and not noise_todo():
+            index = EvalIndex(dataset, config.settings, self.root)
+            info = {"key": index.key, "dir": str(index.dir), "from_checkpoint": True}
+            return ConfigResult(config, [rows_by_id[i.id] for i in dataset.items], {}, 0.0, info, asked=0)
         index, services, info = self.build_index(dataset, config)
         retriever = services.retriever
         retriever.warm_up()
         assistant = services.assistant if dataset.generative else None
         workers = self.concurrency or config.settings.serving.max_sequences
-        done = 0
+        done = len(rows_by_id)
         phase = f"{config.name}: {'answering' if dataset.generative else 'retrieving'}"
-        self.progress(phase, 0, len(dataset.items))
+        self.progress(phase, done, len(dataset.items))
 
-        def ask(item: EvalItem) -> dict[str, Any]:
+        def ask(item: EvalItem) -> None:
             nonlocal done
-            row = self._ask(item, retriever, assistant, index, services)
+            row = self._ask(item, config.name, retriever, assistant, index, services)
+            rows_by_id[item.id] = row
+            self._save(row, "answered")
             done += 1
             self.progress(phase, done, len(dataset.items))
-            return row
 
         t0 = time.perf_counter()
         try:
             with ThreadPoolExecutor(workers if dataset.generative else 1) as pool:
-                rows = list(pool.map(ask, dataset.items))
+                list(pool.map(ask, todo))
             wall = time.perf_counter() - t0
             if self.noise and dataset.generative:
-                self._noise_pass(dataset, rows, services, index, workers)
-            if dataset.generative:
-                self._similarity(rows, services)
+                self._noise_pass(dataset, noise_todo(), services, index, workers)
         finally:
             services.close()
-        for r in rows:
-            r["config"] = config.name
-        return ConfigResult(config, rows, {}, wall, info)
+        return ConfigResult(config, [rows_by_id[i.id] for i in dataset.items], {}, wall, info, asked=len(todo))
 
-    def _ask(self, item: EvalItem, retriever: Any, assistant: Assistant | None, index: EvalIndex,
+    def _ask(self, item: EvalItem, config: str, retriever: Any, assistant: Assistant | None, index: EvalIndex,
              services: Services) -> dict[str, Any]:
+        """The question's row: retrieved, answered, scored; or, when something raised, marked failed."""
+        row: dict[str, Any] = {
+            "id": item.id, "question": item.question, "answers": item.answers, "impossible": item.impossible,
+            "relevant": item.relevant, "evidence_pages": item.evidence_pages, "config": config,
+        }
+        stage = "retrieving"
+        try:
+            self._retrieve(row, item, retriever, index, services, generative=assistant is not None)
+            if assistant is not None:
+                stage = "answering"
+                self._answer(row, item, assistant, index)
+                stage = "scoring"
+                self._similarity(row, services)
+        except Exception as e:  # noqa: BLE001 - one question's failure is reported, the run goes on
+            self._fail(row, stage, e)
+        return row
+
+    def _retrieve(self, row: dict[str, Any], item: EvalItem, retriever: Any, index: EvalIndex,
+                  services: Services, *, generative: bool) -> None:
         t = time.perf_counter()
         hits = retriever.retrieve(item.question, max(self.k * 3, 30))
         retrieval_ms = (time.perf_counter() - t) * 1000
@@ -237,22 +291,21 @@ class EvalRunner:
         first = {}
         for h in hits:
             first.setdefault(index.unit_of(h.chunk), h)
-        row: dict[str, Any] = {
-            "id": item.id, "question": item.question, "answers": item.answers, "impossible": item.impossible,
-            "relevant": item.relevant, "evidence_pages": item.evidence_pages, "ranked": ranked,
+        row.update({
+            "ranked": ranked,
             "retrieved": [{"unit": u, "source": Path(first[u].chunk.source).name, "page": first[u].chunk.page,
                            "label": u if index.dataset.unit != "file" else _label(first[u].chunk),
-                           "score": round(first[u].score, 4), "relevant": item.relevant.get(u, 0) > 0}
+                           "score": round(float(first[u].score), 4), "relevant": item.relevant.get(u, 0) > 0}
                           for u in ranked[:5]],
             "timings": {"retrieval_ms": retrieval_ms},
-        }
+        })
         if item.relevant and not item.impossible:
             row["retrieval"] = self.retrieval_scores(ranked, item.relevant)
-            if assistant is None:
+            if not generative:
                 k = services.settings.retrieval.k
                 row["retrieval"]["context_precision"] = M.context_precision(ranked[:k], item.relevant)
-        if assistant is None:
-            return row
+
+    def _answer(self, row: dict[str, Any], item: EvalItem, assistant: Assistant, index: EvalIndex) -> None:
         a = assistant.answer(item.question)
         row.update({
             "answer": a.text, "refused": a.refused, "language": a.language,
@@ -279,7 +332,6 @@ class EvalRunner:
             elif item.evidence_pages:
                 docs = {d for d, _ in item.evidence_pages}
                 row["citation"]["source"] = float(any(Path(c["source"]).stem in docs for c in row["cited"]))
-        return row
 
     def retrieval_scores(self, ranked: list[str], relevant: dict[str, float]) -> dict[str, float]:
         k = self.k
@@ -298,31 +350,42 @@ class EvalRunner:
                 "contains": M.contains_answer(text, item.answers), "rouge_l": M.rouge_l(text, item.answers),
                 "bleu": M.bleu(text, item.answers), "numeric": numeric}
 
-    def _similarity(self, rows: list[dict[str, Any]], services: Services) -> None:
-        todo = [r for r in rows if r.get("scores") and r["answers"]]
-        for r in todo:
-            if r["refused"]:
-                r["scores"]["semantic_similarity"] = 0.0
-                continue
-            v = np.asarray(services.embedder.embed_documents([r["answer"], *r["answers"]]))
-            r["scores"]["semantic_similarity"] = float(max(v[1:] @ v[0]))
+    @staticmethod
+    def _similarity(row: dict[str, Any], services: Services) -> None:
+        if not (row.get("scores") and row["answers"]):
+            return
+        if row["refused"]:
+            row["scores"]["semantic_similarity"] = 0.0
+            return
+        v = np.asarray(services.embedder.embed_documents([row["answer"], *row["answers"]]))
+        row["scores"]["semantic_similarity"] = float(max(v[1:] @ v[0]))
 
-    def _noise_pass(self, dataset: Dataset, rows: list[dict[str, Any]], services: Services, index: EvalIndex,
+    def _noise_pass(self, dataset: Dataset, todo: list[dict[str, Any]], services: Services, index: EvalIndex,
                     workers: int) -> None:
-        store = services.store.load()
-        pool = list(store.chunks())
-        avoid = {i.question: set(i.relevant) for i in dataset.items}
-        noisy = Assistant(DistractorRetriever(services.retriever, pool, self.noise, index.unit_of, avoid, self.seed),
-                          services.generator, services.assistant.settings)
+        """Answers the scored rows again with distractors mixed in (the row's "noise")."""
+        try:
+            pool = list(services.store.load().chunks())
+            avoid = {i.question: set(i.relevant) for i in dataset.items}
+            noisy = copy.copy(services.assistant)  # the same pipeline, over a retriever that adds distractors
+            noisy.retriever = DistractorRetriever(services.retriever, pool, self.noise, index.unit_of, avoid,
+                                                  self.seed)
+        except Exception as e:  # noqa: BLE001 - every row waiting for the pass fails with it, the run goes on
+            for row in todo:
+                self._fail(row, "adding distractors", e)
+                self._save(row, "noise")
+            return
         items = {i.id: i for i in dataset.items}
-        todo = [r for r in rows if r.get("scores")]
         done = 0
 
         def ask(row: dict[str, Any]) -> None:
             nonlocal done
-            a = noisy.answer(row["question"])
-            row["noise"] = {"answer": a.text, "refused": a.refused,
-                            "f1": self.answer_scores(items[row["id"]], a.text, a.refused).get("f1", 0.0)}
+            try:
+                a = noisy.answer(row["question"])
+                row["noise"] = {"answer": a.text, "refused": a.refused,
+                                "f1": self.answer_scores(items[row["id"]], a.text, a.refused).get("f1", 0.0)}
+            except Exception as e:  # noqa: BLE001
+                self._fail(row, "answering with distractors", e)
+            self._save(row, "noise")
             done += 1
             self.progress("noise: answering with distractors", done, len(todo))
 
@@ -332,12 +395,18 @@ class EvalRunner:
     # -- judge -----------------------------------------------------------------------------------------
 
     def judge_rows(self, rows: list[dict[str, Any]], judge: Any, workers: int) -> None:
-        todo = [r for r in rows if r.get("answer") is not None and not r.get("refused")]
+        """Judges the answered rows not judged yet (a row from the checkpoint keeps its verdict)."""
+        todo = [r for r in rows if r.get("answer") is not None and not r.get("refused") and "judge" not in r
+                and not failed(r)]
         done = 0
 
         def run(row: dict[str, Any]) -> None:
             nonlocal done
-            row["judge"] = judge.judge(row["question"], row["context"], row["answer"]).to_dict()
+            try:
+                row["judge"] = judge.judge(row["question"], row["context"], row["answer"]).to_dict()
+            except Exception as e:  # noqa: BLE001
+                self._fail(row, "judging", e)
+            self._save(row, "judged")
             done += 1
             self.progress("judging", done, len(todo))
 
@@ -355,8 +424,14 @@ def _chunk_of(c: Any) -> Chunk:
     return Chunk(c.chunk_id, "", "", c.start, c.end, {"source": c.source, "page": c.page})
 
 
-def aggregate(rows: list[dict[str, Any]], dataset: Dataset, k: int, wall_s: float) -> dict[str, float]:
-    """The run's metrics from its rows; a metric the dataset cannot support is left out."""
+def aggregate(rows: list[dict[str, Any]], dataset: Dataset, k: int, wall_s: float,
+              asked: int | None = None) -> dict[str, float]:
+    """The run's metrics from its rows that did not fail; a metric the dataset cannot support is left out.
+
+    Throughput is over the `asked` questions (default: all rows) answered in `wall_s`.
+    """
+    asked = len(rows) if asked is None else asked
+    rows = [r for r in rows if not failed(r)]
     out: dict[str, float | None] = {}
     ret = [r["retrieval"] for r in rows if "retrieval" in r]
     if ret:
@@ -395,14 +470,17 @@ def aggregate(rows: list[dict[str, Any]], dataset: Dataset, k: int, wall_s: floa
         if answered:
             out["tokens.prompt_mean"] = M.mean([r["tokens"]["prompt"] for r in answered])
             out["tokens.completion_mean"] = M.mean([r["tokens"]["completion"] for r in answered])
-        if wall_s > 0:
-            out["throughput.questions_per_min"] = len(rows) / wall_s * 60
+        if wall_s > 0 and asked:
+            out["throughput.questions_per_min"] = asked / wall_s * 60
     out["latency.retrieval_ms_p50"] = M.percentile([r["timings"].get("retrieval_ms") for r in rows], 0.5)
     return {key: round(v, 4) for key, v in out.items() if v is not None}
 
 
 def is_failure(row: dict[str, Any]) -> bool:
-    """What the report's "failures only" filter shows: a wrong refusal, a wrong answer, or a retrieval miss."""
+    """What the report's "failures only" filter shows: a question that failed, a wrong refusal, a wrong answer,
+    or a retrieval miss."""
+    if failed(row):
+        return True
     if "answer" not in row:
         hits = [v for k, v in row.get("retrieval", {}).items() if k.startswith("hit@")]
         return bool(hits) and hits[0] == 0

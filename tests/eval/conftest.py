@@ -26,18 +26,24 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_squad(tmp_path_factory) -> Path:
-    """A SQuAD 2.0-shaped set: three passages in two articles, three answerable questions, one unanswerable."""
-    d = tmp_path_factory.mktemp("tiny-squad")
+def write_squad_set(d: Path, questions: list[tuple[str, str, list[str], bool, str]],
+                    passages: list[tuple[str, str, str]] = PASSAGES) -> Path:
+    """A SQuAD 2.0-shaped folder (passages.jsonl, qa.jsonl) holding `questions` over `passages`."""
+    d.mkdir(parents=True, exist_ok=True)
     with (d / "passages.jsonl").open("w", encoding="utf-8") as f:
-        for pid, title, text in PASSAGES:
+        for pid, title, text in passages:
             f.write(json.dumps({"_id": pid, "title": title, "text": text}) + "\n")
     with (d / "qa.jsonl").open("w", encoding="utf-8") as f:
-        for qid, q, answers, impossible, gold in QUESTIONS:
+        for qid, q, answers, impossible, gold in questions:
             f.write(json.dumps({"id": qid, "question": q, "answers": answers, "is_impossible": impossible,
                                 "gold_passage_ids": [gold], "title": gold.split("#")[0]}) + "\n")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_squad(tmp_path_factory) -> Path:
+    """A SQuAD 2.0-shaped set: three passages in two articles, three answerable questions, one unanswerable."""
+    return write_squad_set(tmp_path_factory.mktemp("tiny-squad"), QUESTIONS)
 
 
 @pytest.fixture(scope="session")

@@ -143,3 +143,32 @@ def test_generate_writes_a_reviewable_golden_set_that_eval_run_reads(eval_env, t
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads(r.stdout)["metrics"]
     assert metrics["retrieval.recall@10"] == 1.0 and "answer.f1" in metrics
+
+
+def test_a_question_too_long_for_the_context_does_not_lose_the_run(eval_env, tmp_path, tiny_squad):
+    """One prompt that cannot fit the per-request context (1,024 tokens here) is that question's failure:
+    the run finishes, judges the others and says which question failed and why."""
+    from tests.eval.conftest import QUESTIONS, write_squad_set
+
+    long_question = "The office opens at 8:00 and closes at 18:00 from Monday to Friday; " * 120 + \
+        "at what time does the office open?"  # on topic, so it is answered rather than refused
+    dataset = write_squad_set(tmp_path / "set", [*QUESTIONS[:2], ("long", long_question, ["8:00"], False,
+                                                                  "Office#0")])
+    env = {**eval_env, "CONSULTA_DATA_DIR": str(tmp_path / "data"), "CONSULTA_SERVING__N_CTX": "2048"}
+    report = tmp_path / "report"
+    r = run_cli(["eval", "run", "--dataset", str(dataset), "--json", "--report", str(report),
+                 "--calibration-set", str(tiny_squad), "--calibration-n", "1"], env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    rows = {row["id"]: row for row in map(json.loads, (report / "rows.jsonl").read_text().splitlines())}
+    assert set(rows) == {"q1", "q2", "long"} and out["n"] == 3
+    assert all("error" not in rows[q] and "answer" in rows[q] for q in ("q1", "q2"))
+    assert all(rows[q].get("judge") for q in ("q1", "q2") if not rows[q]["refused"])
+    assert "answer.f1" in out["metrics"] and out["calibration"]["cases"] == 3
+    if "error" in rows["long"]:  # the assistant could not fit it: reported, left out of the metrics
+        assert "tokens" in rows["long"]["error"] and rows["long"]["failed_stage"] == "answering"
+        assert out["failed"] == 1 and out["configs_failed"] == {"default": 1}
+        assert "1 of 3 questions failed" in r.stderr
+        assert "failed while answering" in (report / "report.html").read_text()
+    else:  # the assistant fitted it
+        assert out["failed"] == 0 and "answer" in rows["long"]
