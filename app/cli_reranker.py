@@ -41,8 +41,8 @@ def train(
                                            min=8, max=20_000)] = 300,
     epochs: Annotated[int, typer.Option(help="Passes over the training pairs", min=1, max=20)] = 3,
     out: Annotated[Path | None, typer.Option(help="Where to save the model (default: <data_dir>/reranker)")] = None,
-    base: Annotated[Path | None, typer.Option(help="Base transformers folder to fine-tune (default: the bundled "
-                                              "all-MiniLM-L6-v2)")] = None,
+    base: Annotated[Path | None, typer.Option(help="Base transformers folder to fine-tune (default: "
+                                              "multilingual-e5-small, the e5 embedder's model)")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
     as_json: JsonOpt = False,
 ) -> None:

