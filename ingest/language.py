@@ -38,10 +38,20 @@ def detect_language(text: str, default: str = "en") -> str:
                 return guess.lang
     except Exception:  # noqa: BLE001 - langdetect raises on empty/odd text; fall back below
         pass
+    scores = language_scores(sample)
+    if not any(scores.values()):
+        return default
+    best = max(scores, key=lambda k: scores[k])
+    return best if scores[best] > 0 else default
+
+
+def language_scores(text: str) -> dict[str, float]:
+    """Evidence for each language from function words, accents and spelling (0 each for no words)."""
+    sample = text[:4000]
     tokens = _TOKEN.findall(sample.lower())
     if not tokens:
-        return default
-    scores = {lang: sum(t in words for t in tokens) + 2 * sum(t in _DISTINCT.get(lang, ()) for t in tokens)
+        return {lang: 0.0 for lang in _WORDS}
+    scores = {lang: float(sum(t in words for t in tokens) + 2 * sum(t in _DISTINCT.get(lang, ()) for t in tokens))
               for lang, words in _WORDS.items()}
     if "¿" in sample or "¡" in sample:
         scores["es"] += 3
@@ -50,5 +60,4 @@ def detect_language(text: str, default: str = "en") -> str:
         scores["ca"] += 2
     scores["ca"] += 2 * len(re.findall(r"[àèò]|ny[aeiou]", low))  # grave accents and -ny- are Catalan
     scores["es"] += 2 * low.count("ñ")
-    best = max(scores, key=lambda k: scores[k])
-    return best if scores[best] > 0 else default
+    return scores

@@ -263,6 +263,17 @@ class Bm25Index:
         rows = rows[np.lexsort((rows, -scores[rows]))]  # best first; ties in row order
         return [(int(r), float(scores[r])) for r in rows]
 
+    def idf(self, terms: Sequence[str]) -> list[float]:
+        """Each analysed term's inverse document frequency over the live rows (a term no row holds gets the
+        highest: it is as rare as a term can be)."""
+        csc, n = self._columns(), self.size
+        out = []
+        for t in terms:
+            col = self._vocab.get(t)
+            df = 0 if col is None or col >= csc.shape[1] else int(csc.indptr[col + 1] - csc.indptr[col])
+            out.append(float(np.log1p((n - df + 0.5) / (df + 0.5))))
+        return out
+
     def feedback_terms(self, query: str, rows: Sequence[int], n_terms: int = 10, *, language: str | None = None,
                        weight: float = 0.3) -> dict[str, float]:
         """Pseudo-relevance feedback (RM3-like): the terms that weigh most (tf * idf) in the top `rows`, not in

@@ -345,6 +345,11 @@ class FaissStore:
             return self._ann
 
     @property
+    def analyzers(self) -> Analyzers:
+        """The per-language analysers BM25 indexes and queries with (shared, so terms match)."""
+        return self._analyzers
+
+    @property
     def bm25(self) -> Bm25Index:
         """The BM25 index of the loaded chunks (read from the generation on first use)."""
         return self._sparse_index()
