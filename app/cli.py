@@ -203,13 +203,16 @@ def ask(
     question: Annotated[str, typer.Argument(help="A question in English, Spanish or Catalan")],
     collection: Annotated[str | None, typer.Option(help="Answer only from this collection")] = None,
     k: Annotated[int | None, typer.Option(help="Passages to give the model", min=1, max=50)] = None,
+    language: Annotated[str | None, typer.Option(help="Answer in en, es or ca (default: the question's)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Answer a question from the documents, citing the pages it came from."""
+    if language is not None and language not in ("en", "es", "ca"):
+        raise typer.BadParameter(f"{language!r}: use en, es or ca", param_hint="--language")
     services = _services()
     try:
         answer = None
-        for event, payload in services.assistant.stream(question, collection=collection, k=k):
+        for event, payload in services.assistant.stream(question, collection=collection, k=k, language=language):
             if event == "token" and not as_json:
                 sys.stdout.write(payload)
                 sys.stdout.flush()

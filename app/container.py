@@ -6,11 +6,13 @@ never starts the engine.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 from functools import cached_property
 
+from app.answerability import AnswerabilityVerifier, VerifierWeights
 from app.assistant import Assistant, AssistantSettings
 from app.errors import ConsultaError
 from app.models import resolve_model
@@ -260,7 +262,19 @@ class Services:
                                            support_threshold=s.assistant.support_threshold,
                                            answer_check=s.assistant.answer_check,
                                            answer_check_margin=s.assistant.answer_check_margin),
-                         compressor=self.compressor)
+                         compressor=self.compressor, verifier=self.verifier)
+
+    @cached_property
+    def verifier(self) -> AnswerabilityVerifier | None:
+        """The trained answerability verifier over this store's BM25 statistics (None when turned off)."""
+        s = self.settings.assistant
+        if not s.verifier:
+            return None
+        weights = VerifierWeights.bundled()
+        if s.verifier_threshold is not None:
+            weights = dataclasses.replace(weights, threshold=s.verifier_threshold)
+        store = self.store
+        return AnswerabilityVerifier(weights, lambda terms: store.bm25.idf(terms), store.analyzers)
 
     @cached_property
     def db(self):

@@ -126,9 +126,9 @@ class RetrievalSettings(BaseModel):
                                    "near-duplicate of a better one (diversity=dedup)")
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0, description="MMR: weight of relevance against redundancy")
     compress_tokens: int | None = Field(
-        None, ge=50, description="Extractive compression: keep the question's most relevant sentences of the "
+        300, ge=50, description="Extractive compression: keep the question's most relevant sentences of the "
         "passages within this many tokens, in the answering prompt (citations still quote the whole passage); "
-        "off by default (README: tokens saved against answers)")
+        "on by default since the answers pipeline reads short spans (docs/benchmarks/answers.md); null: off")
 
 
 class ServingSettings(BaseModel):
@@ -181,6 +181,12 @@ class AssistantSection(BaseModel):
     answer_check: bool = Field(False, description="Before answering, ask the model yes/no whether the sources "
                                "answer the question, and refuse on no (negative rejection; README figures)")
     answer_check_margin: float = Field(0.0, description="Refuse when logP(no) - logP(yes) exceeds this")
+    verifier: bool = Field(True, description="Decide whether the retrieved passages answer the question with the "
+                           "trained answerability verifier (app/answerability.py) before the model writes, and "
+                           "refuse, showing the closest passages, when they do not")
+    verifier_threshold: float | None = Field(None, ge=0.0, le=1.0, description="Probability of 'answerable' under "
+                                             "which the verifier refuses; unset: the threshold calibrated with the "
+                                             "shipped weights (app/verifier.json)")
 
 
 class UiSettings(BaseModel):

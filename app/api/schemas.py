@@ -31,6 +31,8 @@ class AskRequest(BaseModel):
     collection: str | None = Field(default=None, description="Search only this collection (default: all)")
     k: int | None = Field(default=None, ge=1, le=50, description="How many passages to give the model")
     stream: bool = Field(default=False, description="Answer as server-sent events")
+    language: Literal["en", "es", "ca"] | None = Field(default=None, description="The answer's language; left out, "
+                                                       "the question's (detected)")
     conversation_id: str | None = Field(default=None, description="Continue this conversation: the question is "
                                         "rewritten from its history into a standalone one before retrieval. "
                                         "Left out, a new conversation is started (its id comes back)")

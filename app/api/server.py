@@ -230,7 +230,7 @@ def create_app(services) -> FastAPI:
 
         conv, standalone = await anyio.to_thread.run_sync(prepare)
         events = assistant.stream(standalone or body.question, k=body.k, filter=flt,
-                                  language=detect_language(body.question))
+                                  language=body.language or detect_language(body.question))
 
         def finish(answer) -> AskResponse:
             response = _ask_response(answer, s, principal)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from app.container import Services
+from app.grounding import language_of
 from app.settings import Settings
 from tests.conftest import make_pdf
 
@@ -49,15 +50,16 @@ def test_answers_with_the_fact_and_cites_its_page(assistant):
 def test_answers_a_spanish_question_in_spanish(assistant):
     a = assistant.answer("¿Cuántos días por semana puede teletrabajar el personal?")
     assert not a.refused, a.text
-    assert a.language == "es"
+    assert a.language == "es" and language_of(a.text) in ("es", None), a.text
     assert "dos" in a.text.lower() or "2" in a.text
     assert any(c.page == 4 for c in a.citations)
+    assert all(c.page == 4 for c in a.citations if c.supported), "every supported citation is on the fact's page"
 
 
 def test_answers_a_catalan_question(assistant):
     a = assistant.answer("Quants dies de vacances té el personal cada any?")
     assert not a.refused, a.text
-    assert a.language == "ca"
+    assert a.language == "ca" and language_of(a.text) in ("ca", None), a.text
     assert "25" in a.text or "vint-i-cinc" in a.text.lower()
     assert any(c.page == 5 for c in a.citations)
 
@@ -66,7 +68,16 @@ def test_refuses_when_the_documents_do_not_say(assistant):
     a = assistant.answer("What is the name of the company's CEO?")
     assert a.refused, a.text
     assert a.text.startswith("The documents don't say")
+    assert "I searched the documents for “What is the name of the company's CEO?”" in a.text
     assert a.citations == [] and a.sources, "the closest passages are still shown"
+
+
+def test_refuses_in_catalan_and_spanish_when_the_documents_do_not_say(assistant):
+    ca = assistant.answer("Quin és el correu electrònic del director general?")
+    es = assistant.answer("¿Cuál es la dirección de correo electrónico del director general?")
+    assert ca.refused and ca.text.startswith("Els documents no ho diuen"), ca.text
+    assert es.refused and es.text.startswith("Los documentos no lo dicen"), es.text
+    assert ca.sources and es.sources
 
 
 def test_instructions_inside_documents_are_not_obeyed(assistant):

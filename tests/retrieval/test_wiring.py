@@ -25,7 +25,10 @@ def test_settings_choose_the_retrieval_stages(tmp_path):
 def test_defaults_add_no_llm_stage(tmp_path):
     s = Services(Settings(data_dir=tmp_path))
     assert isinstance(s.retriever.reranker, NoopReranker) and s.retriever.expander is None
-    assert s.compressor is None and s.store.index_config.kind == "auto"
+    assert s.store.index_config.kind == "auto"
+    # extractive compression (no model) is on: the answering prompt reads the question's 300 best tokens
+    assert s.compressor is not None and s.compressor.budget_tokens == 300
+    assert Services(Settings(data_dir=tmp_path, retrieval={"compress_tokens": None})).compressor is None
     assert (s.retriever.fusion, s.retriever.fusion_depth, s.first_stage.fusion) == ("score", 100, "score")
 
 

@@ -1,0 +1,166 @@
+"""Does what was retrieved answer the question? A small trained verifier decides, not the 1.5B model.
+
+The verifier reads cheap signals of the question and its retrieved passages, in any of the three languages:
+
+- how relevant the best passage is (the embedding cosine every hit carries) and how far ahead it is;
+- how much of the question's content the passages hold, weighted by how rare each word is in the index
+  (a question about Rust or Flatpak over documents that never name them misses its rarest word);
+- whether one sentence holds most of the question (the fact is usually stated in one place);
+- whether the kind of answer asked for (a date, a number, an e-mail address, a web address, a version) is
+  there at all in the sentences that speak of the question's subject.
+
+A logistic regression over these features gives the probability that the passages answer the question;
+its weights and the threshold ship in `app/verifier.json`, fitted by `bench/verifier.py` on articles that
+no reported figure uses (split by article; the file records which), with both kinds of negatives: SQuAD
+2.0's adversarial questions and questions paired with related passages that lack the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from retrieval.bm25 import Analyzers
+from retrieval.types import Hit
+
+FEATURES = ("relevance", "relevance_gap", "coverage", "coverage_best", "coverage_sentence", "rarest_missing",
+            "answer_type_missing")
+
+# What the question asks for, by its wording in en/es/ca, and what such an answer looks like in a passage.
+_ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    "email": (re.compile(r"\b(e-?mail|correo|correu|adre[cç]a electr[oò]nica)\b", re.I),
+              re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|<[^>]*@[^>]*>")),
+    "url": (re.compile(r"\b(url|web ?site|p[aà]gina web|sitio web|lloc web|web address)\b", re.I),
+            re.compile(r"https?://|www\.|\b[\w-]+\.(org|com|net|es|cat)\b")),
+    "date": (re.compile(r"\b(when|what year|what date|cu[aá]ndo|en qu[eé] (a[nñ]o|fecha)|quan|en quin(a)? "
+                        r"(any|data)|quina data|qu[eé] fecha|which year|in what year)\b", re.I),
+             re.compile(r"\b(1[5-9]\d\d|20\d\d)\b|\b\d{1,2} (de )?[A-Za-zç]+ (de )?\d{4}\b")),
+    "number": (re.compile(r"\b(how (many|much|long|big|old)|cu[aá]nt[oa]s?|quant[ae]?s?|what (number|percentage)"
+                          r"|qu[eé] (n[uú]mero|porcentaje|tama[nñ]o)|quin (n[uú]mero|percentatge|mida))\b", re.I),
+               re.compile(r"\d")),
+}
+
+
+# Words that make a question a question: they say nothing of its subject, and passages rarely hold them.
+_ASKING = ("what which who whom whose when where why how must should can could would do does did "
+           "qué que cuál cuáles quién quiénes cuándo dónde cómo cuánto cuántos cuánta cuántas puedo debo hay "
+           "què quin quina quins quines qui quan on com quant quants quanta quantes puc he cal")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The verifier's decision for one question: `answerable` when `probability` >= `threshold`."""
+
+    answerable: bool
+    probability: float
+    threshold: float
+    features: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answerable": self.answerable, "probability": round(self.probability, 4),
+                "threshold": round(self.threshold, 4),
+                "features": {k: round(v, 4) for k, v in self.features.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierWeights:
+    coef: tuple[float, ...]
+    intercept: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    threshold: float
+    trained_on: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def bundled(cls) -> VerifierWeights:
+        data = json.loads(resources.files("app").joinpath("verifier.json").read_text(encoding="utf-8"))
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VerifierWeights:
+        if tuple(data["features"]) != FEATURES:
+            raise ValueError(f"verifier weights are for features {data['features']}, this code computes {FEATURES}")
+        return cls(tuple(data["coef"]), float(data["intercept"]), tuple(data["mean"]), tuple(data["scale"]),
+                   float(data["threshold"]), data.get("trained_on", {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), "coef": list(self.coef), "intercept": self.intercept,
+                "mean": list(self.mean), "scale": list(self.scale), "threshold": self.threshold,
+                "trained_on": self.trained_on}
+
+
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+
+Idf = Callable[[Sequence[str]], Sequence[float]]
+
+
+class AnswerabilityVerifier:
+    """(question, retrieved passages) -> Verdict. `idf` gives each index term's inverse document frequency."""
+
+    def __init__(self, weights: VerifierWeights, idf: Idf, analyzers: Analyzers | None = None) -> None:
+        self.weights = weights
+        self.idf = idf
+        self.analyzers = analyzers or Analyzers()
+
+    def features(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
+        analyzer = self.analyzers.get(language)
+        terms = sorted(set(analyzer.terms(question)) - set(analyzer.terms(_ASKING)))
+        relevances = sorted((h.relevance for h in hits), reverse=True) or [0.0]
+        out = {"relevance": relevances[0],
+               "relevance_gap": relevances[0] - (relevances[1] if len(relevances) > 1 else relevances[0])}
+        if not terms or not hits:
+            return {**out, "coverage": 0.0, "coverage_best": 0.0, "coverage_sentence": 0.0, "rarest_missing": 1.0,
+                    "answer_type_missing": 0.0}
+        weights = dict(zip(terms, (max(float(w), 0.0) for w in self.idf(terms)), strict=True))
+        total = sum(weights.values()) or 1.0
+        passage_terms = [set(analyzer.terms(h.chunk.index_text)) for h in hits]
+        union = set().union(*passage_terms)
+        out["coverage"] = sum(w for t, w in weights.items() if t in union) / total
+        out["coverage_best"] = max(sum(w for t, w in weights.items() if t in p) / total for p in passage_terms)
+        best_sentence, best_cover = "", -1.0
+        for h in hits:
+            for m in _SENTENCE.finditer(h.chunk.text):
+                cover = sum(w for t, w in weights.items() if t in set(analyzer.terms(m.group()))) / total
+                if cover > best_cover:
+                    best_sentence, best_cover = m.group(), cover
+        out["coverage_sentence"] = max(best_cover, 0.0)
+        top = max(weights.values()) or 1.0
+        missing = [w for t, w in weights.items() if t not in union]
+        out["rarest_missing"] = max(missing) / top if missing else 0.0
+        present = {t: w for t, w in weights.items() if t in union}
+        out["answer_type_missing"] = float(self._answer_type_missing(question, hits, present, analyzer))
+        return out
+
+    @staticmethod
+    def _answer_type_missing(question: str, hits: Sequence[Hit], weights: dict[str, float], analyzer: Any) -> bool:
+        """The question asks for a date, number, e-mail or web address and no sentence that names the
+        question's subject (its rarest words that the passages hold) has one near it."""
+        asked = [looks for asks, looks in _ANSWER_TYPES.values() if asks.search(question)]
+        if not asked:
+            return False
+        if not weights:
+            return True
+        subject = {t for t, _ in sorted(weights.items(), key=lambda kv: -kv[1])[:2]}
+        for h in hits:
+            text = h.chunk.text
+            for m in _SENTENCE.finditer(text):
+                window = text[max(0, m.start() - 200):m.end() + 200]
+                if subject & set(analyzer.terms(m.group())) and any(p.search(window) for p in asked):
+                    return False
+        return True
+
+    def probability(self, features: dict[str, float]) -> float:
+        w = self.weights
+        z = w.intercept + sum(c * (features[f] - mu) / (s or 1.0)
+                              for c, f, mu, s in zip(w.coef, FEATURES, w.mean, w.scale, strict=True))
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def verify(self, question: str, hits: Sequence[Hit], language: str) -> Verdict:
+        features = self.features(question, hits, language)
+        p = self.probability(features)
+        return Verdict(p >= self.weights.threshold, p, self.weights.threshold, features)

@@ -1,0 +1,160 @@
+"""Checks of a drafted answer before it is shown: is it in the right language, does it say it doesn't know,
+and do the passages it came from hold what it says?
+
+The 1.5B model copies well and judges poorly, so these are code, not questions to the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from app import prompts
+from ingest.language import language_scores
+from retrieval.bm25 import Analyzers
+from retrieval.compressor import split_sentences
+
+SHORT_WORDS = 12  # a draft of at most this many words is an answer span, shown with its supporting sentence
+_WORD = re.compile(r"\w{3,}")
+
+# The model's ways of saying that the sources lack the answer, in the three languages (and the old marker).
+_DONT_KNOW = re.compile(
+    r"NO_ANSWER|\b(i )?(do not|don't|cannot|can't) (know|find|tell|answer)\b|\bno (information|mention)\b"
+    r"|\b(is|are) not (mentioned|specified|stated|provided|given)\b"
+    r"|\b(do|does|did)(n't| not) (say|mention|specify|state|contain|include|provide)\b"
+    r"|\bno (lo )?s[eé]\b|\bno (se )?(menciona|especifica|indica|dice|proporciona|contiene|incluye)n?\b"
+    r"|\bno (hay|tengo) informaci[oó]n\b"
+    r"|\bno (ho )?s[eé]\b|\bno (s')?(esmenta|esmenten|especifica|especifiquen|indica|indiquen|diu|diuen|"
+    r"proporciona|proporcionen|conté|contenen|inclou|inclouen)\b|\bno (hi ha|tinc) informaci[oó]\b"
+    r"|\bno (puedo|puc) (responder|respondre|contestar)\b",
+    re.IGNORECASE)
+_CITE = re.compile(r"\[(\d{1,2})\]")
+# Tokens that state a specific fact: numbers, paths, file names, identifiers, addresses. A draft that names
+# one no passage holds made it up.
+_SPECIFIC = re.compile(r"[\w.+-]+@[\w-]+\.\w+|(?:[\w~-]*[/._][\w~-]+)+|\b\w*\d\w*\b")
+
+
+def says_it_does_not_know(draft: str) -> bool:
+    """The draft is (or opens with) the model's own "the sources don't say"."""
+    first = _CITE.sub("", draft).strip().split("\n", 1)[0][:200]
+    return bool(_DONT_KNOW.search(first))
+
+
+def only_citations(draft: str) -> bool:
+    """Nothing but citation markers and punctuation ("[3]", "[1] [2]")."""
+    return not re.sub(r"[\W_]+", "", _CITE.sub("", draft))
+
+
+def language_of(draft: str) -> str | None:
+    """The draft's language when its words say so clearly; None for too little text to tell (a command, a name)."""
+    text = _SPECIFIC.sub(" ", _CITE.sub(" ", draft.replace("’", "'")))
+    scores = language_scores(text)
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    if not ranked or ranked[0][1] < 3 or ranked[0][1] < 1.5 * ranked[1][1]:
+        return None
+    return ranked[0][0]
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """How much of a draft the passages hold: `overlap` is the share of its content words (question words
+    aside) found in them; `unsupported` lists the specific tokens (numbers, paths, identifiers) none holds."""
+
+    overlap: float
+    unsupported: tuple[str, ...]
+
+    @property
+    def grounded(self) -> bool:
+        return not self.unsupported and self.overlap >= 0.5
+
+
+def _fold(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower().replace("’", "'"))
+
+
+def grounding(draft: str, question: str, passages: Sequence[str], language: str,
+              analyzers: Analyzers | None = None) -> Grounding:
+    analyzer = (analyzers or Analyzers()).get(language)
+    body = _CITE.sub(" ", draft)
+    haystack = _fold(" ".join(passages))
+    specific = [t.strip(".-_/") for t in _SPECIFIC.findall(body)]
+    unsupported = tuple(t for t in specific if len(t) > 1 and _fold(t) not in haystack
+                        and _fold(t) not in _fold(question))
+    asked = set(analyzer.terms(question))
+    words = [t for t in analyzer.terms(body) if t not in asked]
+    if not words:
+        return Grounding(1.0, unsupported)
+    held = set()
+    for p in passages:
+        held |= set(analyzer.terms(p))
+    return Grounding(sum(w in held for w in words) / len(words), unsupported)
+
+
+class _Source(Protocol):
+    n: int
+    text: str
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[«»\"“”‘’'`]", " ", text.lower()).split())
+
+
+def _sentence_with(text: str, span: str) -> str | None:
+    """The sentence of `text` that holds `span` (case and spacing aside), or None."""
+    target = _norm(span)
+    for a, b in split_sentences(text):
+        if target and target in _norm(text[a:b]):
+            return text[a:b]
+    return None
+
+
+def best_sentence(text: str, words_of: str) -> str:
+    """The sentence of `text` that shares the most words with `words_of`."""
+    words = {w.lower() for w in _WORD.findall(words_of)}
+    spans = split_sentences(text) or [(0, len(text))]
+    a, b = max(spans, key=lambda ab: len(words & {w.lower() for w in _WORD.findall(text[ab[0]:ab[1]])}))
+    return text[a:b]
+
+
+def compose(draft: str, question: str, sources: Sequence[_Source], language: str) -> tuple[str | None, str]:
+    """The answer to show for a draft, or (None, why not).
+
+    A short draft (the exact words that answer) is shown with the sentence of the source that holds it; a
+    draft that is only a citation gives that source's sentence closest to the question; a sentence copied from
+    a passage in another language is shown as a quote; a draft that names what no passage holds, or that says
+    the sources don't answer, is not shown.
+    """
+    if not draft.strip():
+        return None, "empty draft"
+    if says_it_does_not_know(draft):
+        return None, "the model says the sources do not answer"
+    numbers = [int(m) for m in _CITE.findall(draft)]
+    cited = [s for s in sources if s.n in numbers]
+    order = cited + [s for s in sources if s not in cited]
+    body = _CITE.sub(" ", draft).strip().strip(".:;,").strip()
+    if not body:
+        if not order:
+            return None, "only citations"
+        s = order[0]
+        return f"{prompts.quote(language, best_sentence(s.text, question))} [{s.n}]", "only citations"
+    g = grounding(body, question, [s.text for s in sources], language)
+    if g.unsupported:
+        return None, "names what no passage holds: " + ", ".join(g.unsupported[:3])
+    if len(body.split()) <= SHORT_WORDS:
+        for s in order:
+            sentence = _sentence_with(s.text, body)
+            if sentence is not None:
+                return f"{body} [{s.n}]\n\n{prompts.quote(language, sentence)}", ""
+        if g.overlap < 0.5 or not order:
+            return None, "the answer's words are not in the passages"
+        s = order[0]
+        return f"{body} [{s.n}]\n\n{prompts.quote(language, best_sentence(s.text, body))}", ""
+    said = language_of(body)
+    marks = " ".join(f"[{s.n}]" for s in cited) or (f"[{order[0].n}]" if order else "")
+    if said is not None and said != language:
+        return f"{prompts.quote(language, body)} {marks}".strip(), "quoted: written in another language"
+    if not cited and marks:
+        return f"{draft.strip()} {marks}", ""
+    return draft.strip(), ""

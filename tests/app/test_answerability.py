@@ -1,0 +1,81 @@
+"""The answerability verifier's features and decision, on hand-made passages (no model needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from app.answerability import FEATURES, AnswerabilityVerifier, VerifierWeights
+from retrieval.bm25 import Bm25Index, Bm25Params
+from retrieval.types import Chunk, Hit
+
+PASSAGES = [
+    "Packaging a library. The package scripts must run ldconfig to create the symbolic links of shared "
+    "libraries.",
+    "Osamu Aoki maintains this guide. He wrote the first version in 2005 and updated it for wheezy.",
+    "Use pbuilder to build packages in a clean chroot. Run sudo pbuilder create first.",
+]
+
+
+def _verifier(coef: tuple[float, ...] = (0.0,) * len(FEATURES), threshold: float = 0.5) -> AnswerabilityVerifier:
+    bm25 = Bm25Index.build(PASSAGES, ["en"] * len(PASSAGES), Bm25Params())
+    weights = VerifierWeights(coef, 0.0, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), threshold)
+    return AnswerabilityVerifier(weights, bm25.idf, bm25.analyzers)
+
+
+def _hits(relevances=(0.86, 0.82, 0.80)) -> list[Hit]:
+    return [Hit(Chunk(f"c{i}", f"d{i}", text, 0, len(text), {"source": f"doc{i}.pdf"}), r, r)
+            for i, (text, r) in enumerate(zip(PASSAGES, relevances, strict=True))]
+
+
+def test_a_question_the_passages_hold_is_covered_in_one_sentence():
+    f = _verifier().features("What must the package scripts of a library run to create the symbolic links?", _hits(), "en")
+    assert f["coverage"] > 0.5 and f["coverage_sentence"] > 0.5
+    assert f["rarest_missing"] < 0.5 and f["answer_type_missing"] == 0.0
+    assert math.isclose(f["relevance"], 0.86) and math.isclose(f["relevance_gap"], 0.04)
+
+
+def test_a_question_about_a_topic_no_passage_names_misses_its_rarest_word():
+    f = _verifier().features("How do I package a Rust program built with cargo?", _hits(), "en")
+    assert f["rarest_missing"] == 1.0
+    assert f["coverage"] < 0.5
+
+
+def test_a_question_for_an_email_the_passages_lack_is_flagged_and_one_they_hold_is_not():
+    v = _verifier()
+    assert v.features("What is the e-mail address of Osamu Aoki?", _hits(), "en")["answer_type_missing"] == 1.0
+    assert v.features("In what year did Osamu Aoki write the first version?", _hits(),
+                      "en")["answer_type_missing"] == 0.0
+
+
+def test_the_decision_follows_the_weights_and_threshold():
+    coverage = FEATURES.index("coverage")
+    coef = tuple(4.0 if i == coverage else 0.0 for i in range(len(FEATURES)))
+    v = _verifier(coef, threshold=0.7)
+    held = v.verify("What must the package scripts of a library run to create the symbolic links?", _hits(), "en")
+    absent = v.verify("How do I package a Rust program built with cargo?", _hits(), "en")
+    assert held.answerable and not absent.answerable
+    assert held.probability > absent.probability
+    assert set(held.to_dict()["features"]) == set(FEATURES)
+
+
+def test_the_shipped_weights_load_and_say_how_they_were_fitted():
+    weights = VerifierWeights.bundled()
+    assert len(weights.coef) == len(FEATURES) and 0.0 <= weights.threshold <= 1.0
+    assert weights.trained_on
+
+
+def test_the_verifier_training_refuses_an_article_it_reports_on():
+    from bench.qa_sets import LeakError, assert_disjoint
+
+    row = {"set": "squad2", "label": 1, "features": dict.fromkeys(FEATURES, 0.0)}
+    clean = [{**row, "split": "train", "article": "Normans"}, {**row, "split": "test", "article": "Amazon"}]
+    assert_disjoint(clean)
+    with pytest.raises(LeakError, match="Amazon"):
+        assert_disjoint([*clean, {**row, "split": "dev", "article": "Amazon"}])
+    with pytest.raises(LeakError, match="Super_Bowl_50"):  # XQuAD en and es are one article in two languages
+        assert_disjoint([*clean, {**row, "set": "xquad-es", "split": "train", "article": "Super_Bowl_50"},
+                         {**row, "set": "xquad-en", "split": "test", "article": "Super_Bowl_50"}])
+    with pytest.raises(LeakError, match="golden"):
+        assert_disjoint([*clean, {**row, "set": "golden-ca", "split": "train", "article": "maint-guide.ca.pdf"}])

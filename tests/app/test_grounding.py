@@ -1,0 +1,60 @@
+"""The checks a drafted answer passes before a user sees it (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.grounding import grounding, language_of, only_citations, says_it_does_not_know
+
+PASSAGE = ("Travel expenses are reimbursed within 30 days after the receipts are uploaded to the finance portal "
+           "at https://finance.example.org. Contact travel@example.org for help.")
+
+
+@pytest.mark.parametrize("draft", [
+    "I don't know.", "The sources do not mention the CEO's name.", "NO_ANSWER",
+    "No lo sé.", "Las fuentes no mencionan el nombre del director.", "No hay información sobre eso.",
+    "No ho sé.", "Les fonts no esmenten el nom del director.", "No hi ha informació sobre això.",
+])
+def test_the_model_saying_it_does_not_know_is_recognised_in_three_languages(draft):
+    assert says_it_does_not_know(draft)
+
+
+@pytest.mark.parametrize("draft", [
+    "Travel expenses are reimbursed within 30 days [1].", "Se reembolsan en 30 días [1].",
+    "Es reemborsen en 30 dies [1].", "The knowledge of the staff is not tested here [2].",
+])
+def test_an_answer_is_not_taken_for_a_refusal(draft):
+    assert not says_it_does_not_know(draft)
+
+
+def test_a_draft_of_only_citation_markers_is_caught():
+    assert only_citations("[3]") and only_citations(" [1] [2]. ")
+    assert not only_citations("30 days [1]")
+
+
+@pytest.mark.parametrize("text,language", [
+    ("Los gastos de viaje se reembolsan en un plazo de 30 días desde que se suben los recibos.", "es"),
+    ("Les despeses de viatge es reemborsen en un termini de 30 dies després de pujar els rebuts.", "ca"),
+    ("Travel expenses are reimbursed within 30 days after the receipts are uploaded.", "en"),
+])
+def test_the_language_of_a_draft(text, language):
+    assert language_of(text) == language
+
+
+def test_too_little_text_has_no_language():
+    assert language_of("dpkg-reconfigure locales [2]") is None
+
+
+def test_a_draft_that_names_what_no_passage_holds_is_not_grounded():
+    g = grounding("Expenses are reimbursed within 45 days [1].", "How long does reimbursement take?", [PASSAGE],
+                  "en")
+    assert g.unsupported == ("45",) and not g.grounded
+    made_up = grounding("Write to finance-help@example.org [1].", "Whom do I write to?", [PASSAGE], "en")
+    assert made_up.unsupported and not made_up.grounded
+
+
+def test_a_draft_copied_from_a_passage_is_grounded():
+    g = grounding("They are reimbursed within 30 days after the receipts are uploaded [1].",
+                  "How long does reimbursement take?", [PASSAGE], "en")
+    assert g.grounded and g.unsupported == ()
+    assert grounding("Write to travel@example.org [1].", "Whom do I write to?", [PASSAGE], "en").grounded
