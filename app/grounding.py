@@ -78,9 +78,9 @@ def grounding(draft: str, question: str, passages: Sequence[str], language: str,
               analyzers: Analyzers | None = None) -> Grounding:
     analyzer = (analyzers or Analyzers()).get(language)
     body = _CITE.sub(" ", draft)
-    haystack = _fold(" ".join(passages))
+    haystack = _fold(_norm(" ".join(passages), language) + " " + " ".join(passages))
     specific = [t.strip(".-_/") for t in _SPECIFIC.findall(body)]
-    unsupported = tuple(t for t in specific if len(t) > 1 and _fold(t) not in haystack
+    unsupported = tuple(t for t in specific if (len(t) > 1 or t.isdigit()) and _fold(t) not in haystack
                         and _fold(t) not in _fold(question))
     asked = set(analyzer.terms(question))
     words = [t for t in analyzer.terms(body) if t not in asked]
@@ -88,7 +88,7 @@ def grounding(draft: str, question: str, passages: Sequence[str], language: str,
         return Grounding(1.0, unsupported)
     held = set()
     for p in passages:
-        held |= set(analyzer.terms(p))
+        held |= set(analyzer.terms(p)) | set(analyzer.terms(_norm(p, language)))
     return Grounding(sum(w in held for w in words) / len(words), unsupported)
 
 
@@ -97,15 +97,27 @@ class _Source(Protocol):
     text: str
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[«»\"“”‘’'`]", " ", text.lower()).split())
+# Number words a model may turn into digits ("dos días" -> "2 días"), 2 to 12, by language.
+_NUMBER_WORDS = {
+    "en": "two three four five six seven eight nine ten eleven twelve",
+    "es": "dos tres cuatro cinco seis siete ocho nueve diez once doce",
+    "ca": "dos tres quatre cinc sis set vuit nou deu onze dotze",
+}
+_DIGITS = {lang: {w: str(i) for i, w in enumerate(words.split(), start=2)} for lang, words in _NUMBER_WORDS.items()}
+_DIGITS["ca"]["dues"] = "2"
 
 
-def _sentence_with(text: str, span: str) -> str | None:
-    """The sentence of `text` that holds `span` (case and spacing aside), or None."""
-    target = _norm(span)
+def _norm(text: str, language: str = "en") -> str:
+    words = re.sub(r"[«»\"“”‘’'`]", " ", text.lower()).split()
+    digits = _DIGITS.get(language, {})
+    return " ".join(digits.get(w, w) for w in words)
+
+
+def _sentence_with(text: str, span: str, language: str = "en") -> str | None:
+    """The sentence of `text` that holds `span` (case, spacing and number words aside), or None."""
+    target = _norm(span, language)
     for a, b in split_sentences(text):
-        if target and target in _norm(text[a:b]):
+        if target and target in _norm(text[a:b], language):
             return text[a:b]
     return None
 
@@ -144,7 +156,7 @@ def compose(draft: str, question: str, sources: Sequence[_Source], language: str
         return None, "names what no passage holds: " + ", ".join(g.unsupported[:3])
     if len(body.split()) <= SHORT_WORDS:
         for s in order:
-            sentence = _sentence_with(s.text, body)
+            sentence = _sentence_with(s.text, body, language)
             if sentence is not None:
                 return f"{body} [{s.n}]\n\n{prompts.quote(language, sentence)}", ""
         if g.overlap < 0.5 or not order:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from app.grounding import grounding, language_of, only_citations, says_it_does_not_know
+from app.grounding import compose, grounding, language_of, only_citations, says_it_does_not_know
 
 PASSAGE = ("Travel expenses are reimbursed within 30 days after the receipts are uploaded to the finance portal "
            "at https://finance.example.org. Contact travel@example.org for help.")
@@ -58,3 +60,25 @@ def test_a_draft_copied_from_a_passage_is_grounded():
                   "How long does reimbursement take?", [PASSAGE], "en")
     assert g.grounded and g.unsupported == ()
     assert grounding("Write to travel@example.org [1].", "Whom do I write to?", [PASSAGE], "en").grounded
+
+
+def test_a_number_the_passage_writes_in_words_is_held():
+    passage = "El personal puede teletrabajar dos días por semana con la aprobación de su responsable."
+    text, why = compose("2 días por semana [1]", "¿Cuántos días por semana se puede teletrabajar?",
+                        [SimpleNamespace(n=1, text=passage)], "es")
+    assert text is not None and text.startswith("2 días por semana [1]"), why
+    assert "La fuente dice: «El personal puede teletrabajar dos días por semana" in text
+    made_up, why = compose("3 días por semana [1]", "¿Cuántos días por semana se puede teletrabajar?",
+                           [SimpleNamespace(n=1, text=passage)], "es")
+    assert made_up is None and "3" in why
+
+
+def test_a_short_answer_is_shown_with_its_supporting_sentence_and_a_bare_citation_becomes_one():
+    sources = [SimpleNamespace(n=1, text="Contact the desk. " + PASSAGE), SimpleNamespace(n=2, text="Unrelated.")]
+    text, _ = compose("30 days [1]", "How long does reimbursement take?", sources, "en")
+    assert text == ("30 days [1]\n\nThe source says: «Travel expenses are reimbursed within 30 days after the receipts "
+                    "are uploaded to the finance portal at https://finance.example.org.»")
+    bare, why = compose("[1]", "How long does the reimbursement of travel expenses take?", sources, "en")
+    assert bare.startswith("The source says: «Travel expenses are reimbursed within 30 days") and bare.endswith("[1]")
+    refused, why = compose("I don't know.", "Who is the CEO?", sources, "en")
+    assert refused is None and "do not answer" in why
