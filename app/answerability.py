@@ -122,13 +122,9 @@ class AnswerabilityVerifier:
         union = set().union(*passage_terms)
         out["coverage"] = sum(w for t, w in weights.items() if t in union) / total
         out["coverage_best"] = max(sum(w for t, w in weights.items() if t in p) / total for p in passage_terms)
-        best_sentence, best_cover = "", -1.0
-        for h in hits:
-            for m in _SENTENCE.finditer(h.chunk.text):
-                cover = sum(w for t, w in weights.items() if t in set(analyzer.terms(m.group()))) / total
-                if cover > best_cover:
-                    best_sentence, best_cover = m.group(), cover
-        out["coverage_sentence"] = max(best_cover, 0.0)
+        out["coverage_sentence"] = max(
+            (sum(w for t, w in weights.items() if t in set(analyzer.terms(m.group()))) / total
+             for h in hits for m in _SENTENCE.finditer(h.chunk.text)), default=0.0)
         top = max(weights.values()) or 1.0
         missing = [w for t, w in weights.items() if t not in union]
         out["rarest_missing"] = max(missing) / top if missing else 0.0

@@ -35,7 +35,7 @@ from app.container import Services  # noqa: E402
 from app.grounding import language_of, says_it_does_not_know  # noqa: E402
 from app.prompts import PLAIN_RAG  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.qa_sets import Question, data_dir, holds_evidence, questions, sample  # noqa: E402
+from bench.qa_sets import Question, data_dir, questions, sample  # noqa: E402
 from eval import metrics as M  # noqa: E402
 from ingest.language import detect_language  # noqa: E402
 from serving.generator import SamplingParams  # noqa: E402

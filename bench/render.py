@@ -59,7 +59,8 @@ def answers_page() -> str | None:
                   "Refusal rates of the verifier by itself (before the model writes) on the test articles and the "
                   "golden sets; it was fitted on other articles (train) and its threshold chosen on others again "
                   "(dev).", "", _provenance(v, "verifier.json"),
-                  "| set | examples | refused unanswerable | false refusals | by kind (refused) |", "|---|---:|---:|---:|---|"]
+                  "| set | examples | refused unanswerable | false refusals | by kind (refused) |",
+                  "|---|---:|---:|---:|---|"]
         for name, s in v["test"].items():
             kinds = ", ".join(f"{k} {d['refused']:.2f} of {d['n']}" for k, d in s["by_kind"].items())
             lines.append(f"| {name} | {s['n']} | {_cell('', s['refused_unanswerable'])} | "

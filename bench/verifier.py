@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.answerability import FEATURES, AnswerabilityVerifier, VerifierWeights  # noqa: E402
 from app.container import Services  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.qa_sets import Question, assert_disjoint, data_dir, holds_evidence, questions, sample  # noqa: E402
+from bench.qa_sets import SEED, Question, assert_disjoint, data_dir, holds_evidence, questions, sample  # noqa: E402
 
 K = 4
 SETS = ("squad2", "xquad-es", "xquad-en", "golden-ca", "golden-es")

@@ -30,7 +30,8 @@ def _hits(relevances=(0.86, 0.82, 0.80)) -> list[Hit]:
 
 
 def test_a_question_the_passages_hold_is_covered_in_one_sentence():
-    f = _verifier().features("What must the package scripts of a library run to create the symbolic links?", _hits(), "en")
+    question = "What must the package scripts of a library run to create the symbolic links?"
+    f = _verifier().features(question, _hits(), "en")
     assert f["coverage"] > 0.5 and f["coverage_sentence"] > 0.5
     assert f["rarest_missing"] < 0.5 and f["answer_type_missing"] == 0.0
     assert math.isclose(f["relevance"], 0.86) and math.isclose(f["relevance_gap"], 0.04)
