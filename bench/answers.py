@@ -91,6 +91,11 @@ def score(q: Question, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _p50(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(M.percentile(present, 0.5), 1) if present else None
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def mean(key: str, sel: list[dict[str, Any]]) -> float | None:
         vals = [r["scores"][key] for r in sel if key in r["scores"]]
@@ -105,8 +110,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if unanswerable else None,
         "false_refusals": round(sum(r["refused"] for r in answerable) / len(answerable), 3) if answerable else None,
         "language_match": mean("language_match", rows), "page_match": mean("page_match", rows),
-        "ttft_ms_p50": M.percentile([r["ttft_ms"] for r in rows], 50),
-        "total_ms_p50": M.percentile([r["total_ms"] for r in rows], 50),
+        "ttft_ms_p50": _p50([r["ttft_ms"] for r in rows]),
+        "total_ms_p50": _p50([r["total_ms"] for r in rows]),
         "failed": sum(1 for r in rows if r.get("error")),
     }
 
@@ -120,7 +125,7 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=10, help="answerable (and unanswerable) test questions per QA set")
     ap.add_argument("--limit", type=int, default=None, help="at most this many questions per set")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/results/answers.json"))
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="reuse the rows of an earlier run (only missing ones are asked)")
     args = ap.parse_args()
     rows_file = args.out.with_suffix(".rows.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
