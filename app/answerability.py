@@ -32,7 +32,7 @@ FEATURES = ("relevance", "relevance_gap", "coverage", "coverage_best", "coverage
             "answer_type_missing")
 
 # What the question asks for, by its wording in en/es/ca, and what such an answer looks like in a passage.
-_ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     "email": (re.compile(r"\b(e-?mail|correo|correu|adre[cç]a electr[oò]nica)\b", re.I),
               re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|<[^>]*@[^>]*>")),
     "url": (re.compile(r"\b(url|web ?site|p[aà]gina web|sitio web|lloc web|web address)\b", re.I),
@@ -47,7 +47,7 @@ _ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
 
 
 # Words that make a question a question: they say nothing of its subject, and passages rarely hold them.
-_ASKING = ("what which who whom whose when where why how must should can could would do does did "
+ASKING = ("what which who whom whose when where why how must should can could would do does did "
            "qué que cuál cuáles quién quiénes cuándo dónde cómo cuánto cuántos cuánta cuántas puedo debo hay "
            "què quin quina quins quines qui quan on com quant quants quanta quantes puc he cal")
 
@@ -109,7 +109,7 @@ class AnswerabilityVerifier:
 
     def features(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
         analyzer = self.analyzers.get(language)
-        terms = sorted(set(analyzer.terms(question)) - set(analyzer.terms(_ASKING)))
+        terms = sorted(set(analyzer.terms(question)) - set(analyzer.terms(ASKING)))
         relevances = sorted((h.relevance for h in hits), reverse=True) or [0.0]
         out = {"relevance": relevances[0],
                "relevance_gap": relevances[0] - (relevances[1] if len(relevances) > 1 else relevances[0])}
@@ -136,7 +136,7 @@ class AnswerabilityVerifier:
     def _answer_type_missing(question: str, hits: Sequence[Hit], weights: dict[str, float], analyzer: Any) -> bool:
         """The question asks for a date, number, e-mail or web address and no sentence that names the
         question's subject (its rarest words that the passages hold) has one near it."""
-        asked = [looks for asks, looks in _ANSWER_TYPES.values() if asks.search(question)]
+        asked = [looks for asks, looks in ANSWER_TYPES.values() if asks.search(question)]
         if not asked:
             return False
         if not weights:

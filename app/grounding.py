@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app import prompts
+from app.answerability import ANSWER_TYPES, ASKING
 from ingest.language import language_scores
 from retrieval.bm25 import Analyzers
 from retrieval.compressor import split_sentences
 
 SHORT_WORDS = 12  # a draft of at most this many words is an answer span, shown with its supporting sentence
+QUOTE_WORDS = 40  # a quoted sentence longer than this is cut to the words around the answer
 _WORD = re.compile(r"\w{3,}")
+# "this or that?": an answer may then repeat words of the question.
+# The words that ask for an address: they are not the subject it must be said of.
+_ADDRESS_WORDS = ("e mail email address mail correo electrónico dirección correu electrònic adreça web url site "
+                  "página pàgina sitio lloc")
+_CHOICE = re.compile(r"\w\s+(?:or|o|u|ou)\s+\w", re.IGNORECASE)
 
 # The model's ways of saying that the sources lack the answer, in the three languages (and the old marker).
 _DONT_KNOW = re.compile(
@@ -40,6 +47,44 @@ def says_it_does_not_know(draft: str) -> bool:
     """The draft is (or opens with) the model's own "the sources don't say"."""
     first = _CITE.sub("", draft).strip().split("\n", 1)[0][:200]
     return bool(_DONT_KNOW.search(first))
+
+
+def restates_question(draft: str, question: str, language: str, analyzers: Analyzers | None = None) -> bool:
+    """Every content word of the draft is already in the question ("cowbuilder" asked about cowbuilder,
+    "With schroot one prepares the chroot" for "How does one prepare the chroot with schroot?"): it tells the
+    asker nothing. A question that offers a choice ("this or that?") is answered by repeating one of its words."""
+    analyzer = (analyzers or Analyzers()).get(language)
+    said = set(analyzer.terms(_CITE.sub(" ", draft))) - set(analyzer.terms(ASKING))
+    if not said or not said <= set(analyzer.terms(question)):
+        return False
+    for m in _CHOICE.finditer(question):  # the words offered either side of "or"
+        before, after = question[:m.start() + 1].split()[-5:], question[m.end() - 1:].split()[:5]
+        if said <= set(analyzer.terms(" ".join(before + after))):
+            return False
+    return True
+
+
+def off_subject(draft: str, question: str, passages: Sequence[str], language: str,
+                analyzers: Analyzers | None = None) -> str | None:
+    """The question asks for an e-mail or web address and the draft's one stands nowhere near the question's
+    subject in the passages (an author's name asked, a mailing list's address given). Returns that address."""
+    analyzer = (analyzers or Analyzers()).get(language)
+    subject = set(analyzer.terms(question)) - set(analyzer.terms(f"{ASKING} {_ADDRESS_WORDS}"))
+    for kind in ("email", "url"):
+        asks, looks = ANSWER_TYPES[kind]
+        if not asks.search(question):
+            continue
+        for m in looks.finditer(_CITE.sub(" ", draft)):
+            address = m.group().strip("<>")
+            near = False
+            for p in passages:
+                for at in (i.start() for i in re.finditer(re.escape(address), p)):
+                    window = p[max(0, at - 200):at + len(address) + 200].replace(address, " ")
+                    if subject & set(analyzer.terms(window)):
+                        near = True
+            if not near:
+                return address
+    return None
 
 
 def only_citations(draft: str) -> bool:
@@ -122,6 +167,17 @@ def _sentence_with(text: str, span: str, language: str = "en") -> str | None:
     return None
 
 
+def trimmed(sentence: str, around: str = "", limit: int = QUOTE_WORDS) -> str:
+    """At most `limit` words of a sentence to quote, centred on `around` when it is there."""
+    words = sentence.split()
+    if len(words) <= limit:
+        return sentence
+    at = sentence.lower().find(around.lower()) if around else -1
+    centre = len(sentence[:at].split()) if at >= 0 else 0
+    start = max(0, min(centre - limit // 3, len(words) - limit))
+    return ("… " if start else "") + " ".join(words[start:start + limit]) + (" …" if start + limit < len(words) else "")
+
+
 def best_sentence(text: str, words_of: str) -> str:
     """The sentence of `text` that shares the most words with `words_of`."""
     words = {w.lower() for w in _WORD.findall(words_of)}
@@ -150,19 +206,24 @@ def compose(draft: str, question: str, sources: Sequence[_Source], language: str
         if not order:
             return None, "only citations"
         s = order[0]
-        return f"{prompts.quote(language, best_sentence(s.text, question))} [{s.n}]", "only citations"
+        return f"{prompts.quote(language, trimmed(best_sentence(s.text, question)))} [{s.n}]", "only citations"
     g = grounding(body, question, [s.text for s in sources], language)
     if g.unsupported:
         return None, "names what no passage holds: " + ", ".join(g.unsupported[:3])
+    if restates_question(body, question, language):
+        return None, "the answer only repeats the question"
+    address = off_subject(body, question, [s.text for s in sources], language)
+    if address is not None:
+        return None, f"{address} is not said of the question's subject"
     if len(body.split()) <= SHORT_WORDS:
         for s in order:
             sentence = _sentence_with(s.text, body, language)
             if sentence is not None:
-                return f"{body} [{s.n}]\n\n{prompts.quote(language, sentence)}", ""
+                return f"{body} [{s.n}]\n\n{prompts.quote(language, trimmed(sentence, body))}", ""
         if g.overlap < 0.5 or not order:
             return None, "the answer's words are not in the passages"
         s = order[0]
-        return f"{body} [{s.n}]\n\n{prompts.quote(language, best_sentence(s.text, body))}", ""
+        return f"{body} [{s.n}]\n\n{prompts.quote(language, trimmed(best_sentence(s.text, body), body))}", ""
     said = language_of(body)
     marks = " ".join(f"[{s.n}]" for s in cited) or (f"[{order[0].n}]" if order else "")
     if said is not None and said != language:

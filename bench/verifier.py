@@ -48,10 +48,11 @@ def examples(services: Services, verifier: AnswerabilityVerifier, q: Question) -
     top = hits[:K]
     rows = [{"kind": q.kind if not q.answerable else "answerable",
              "label": int(q.answerable and any(holds_evidence(q, h) for h in top)),
-             "features": verifier.features(q.question, top, q.language)}]
+             "features": verifier.features(q.question, top, q.language), "passages": [h.chunk.text for h in top]}]
     if q.answerable:
         lacking = [h for h in hits if not holds_evidence(q, h)][:K]
-        rows.append({"kind": "related", "label": 0, "features": verifier.features(q.question, lacking, q.language)})
+        rows.append({"kind": "related", "label": 0, "features": verifier.features(q.question, lacking, q.language),
+                     "passages": [h.chunk.text for h in lacking]})
     return rows
 
 

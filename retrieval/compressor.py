@@ -20,7 +20,10 @@ import numpy as np
 from retrieval.bm25 import Analyzers
 from retrieval.types import Chunk, Hit
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=[\"'«¿¡(\[]?[A-ZÀ-ÖØ-Þ0-9])|\n{2,}|\n(?=\s*[-*•]\s)")
+# A sentence ends at . ! ? … before a capital, a digit or a footnote mark ("font. ⁸Many programs"), at a blank
+# line, or before a bullet.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?…])\s+(?=[\"'«¿¡(\[]?[A-ZÀ-ÖØ-Þ0-9\u00b9\u00b2\u00b3\u2070-\u2079])|\n{2,}|\n(?=\s*[-*•]\s)")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:

@@ -82,3 +82,41 @@ def test_a_short_answer_is_shown_with_its_supporting_sentence_and_a_bare_citatio
     assert bare.startswith("The source says: «Travel expenses are reimbursed within 30 days") and bare.endswith("[1]")
     refused, why = compose("I don't know.", "Who is the CEO?", sources, "en")
     assert refused is None and "do not answer" in why
+
+
+@pytest.mark.parametrize("draft,question,language", [
+    ("#debian-mentors [1]", "A quina xarxa o servidor d'IRC es troba el canal #debian-mentors?", "ca"),
+    ("Con schroot se prepara el entorno chroot de sbuild.", "¿Cómo se prepara con schroot el entorno chroot de sbuild?",
+     "es"),
+    ("The finance portal [1]", "Who runs the finance portal?", "en"),
+])
+def test_a_draft_that_only_repeats_the_question_is_not_shown(draft, question, language):
+    sources = [SimpleNamespace(n=1, text=f"{question} {PASSAGE}")]
+    text, why = compose(draft, question, sources, language)
+    assert text is None and "repeats the question" in why
+
+
+def test_an_answer_picked_from_the_choices_a_question_offers_is_shown():
+    question = "Which is longer by default: the package name or the version?"
+    sources = [SimpleNamespace(n=1, text="By default the package name is 30 characters long and the version 11.")]
+    text, _ = compose("the package name [1]", question, sources, "en")
+    assert text is not None and text.startswith("the package name [1]")
+
+
+def test_an_address_given_for_someone_it_is_not_said_of_is_not_shown():
+    sources = [SimpleNamespace(n=1, text="This guide was written by Josip Rodin and Osamu Aoki."),
+               SimpleNamespace(n=2, text="Licence questions go to the debian-legal@lists.debian.org mailing list.")]
+    text, why = compose("debian-legal@lists.debian.org [2]", "What is Osamu Aoki's e-mail address?", sources, "en")
+    assert text is None and "debian-legal@lists.debian.org" in why
+    text, _ = compose("travel@example.org [1]", "Which e-mail address helps with travel expenses?",
+                      [SimpleNamespace(n=1, text=PASSAGE)], "en")
+    assert text is not None and "travel@example.org" in text
+
+
+def test_a_long_supporting_sentence_is_cut_around_the_answer_and_a_footnote_ends_a_sentence():
+    long = "Programs that use this build system " + "really " * 60 + "ship a CMakeLists.txt file in their source."
+    text, _ = compose("CMakeLists.txt [1]", "Which file shows a program builds with CMake?",
+                      [SimpleNamespace(n=1, text=long + " ⁸Many modern programs come with a configure script.")],
+                      "en")
+    quoted = text.split("«", 1)[1] if "«" in text else text.split('"', 1)[1]
+    assert "CMakeLists.txt" in quoted and "Many modern" not in quoted and len(quoted.split()) <= 45
