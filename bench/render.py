@@ -1,6 +1,6 @@
 """Render docs/benchmarks/*.md from the saved results files, so that a rerun updates the tables.
 
-    python bench/render.py                 # every page, into docs/benchmarks/
+    python bench/render.py                 # every page, into docs/benchmarks/, and the README's headline table
     python bench/render.py --out DIR       # the same pages into DIR (tests/bench compares them with the committed ones)
 
 Pages and the results files they read (docs/benchmarks/results/):
@@ -205,6 +205,41 @@ def answers_page(results: Path = RESULTS) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+HEADLINE_START = "<!-- headline: rendered by bench/render.py from docs/benchmarks/results/answers.json -->"
+HEADLINE_END = "<!-- /headline -->"
+
+
+def headline(results: Path = RESULTS) -> str | None:
+    """The README's one table: Consulta against the plain prompt, from answers.json."""
+    result = _load(results, "answers.json")
+    if result is None:
+        return None
+
+    def pair(s: dict[str, Any], p: dict[str, Any], *keys: str) -> str:
+        return " vs ".join(" / ".join(_cell(k, side.get(k)) for k in keys) for side in (s, p))
+
+    lines = ["| set (questions, unanswerable) | contains a reference | refused unanswerable / false refusals | "
+             "answer language | cited page |", "|---|---|---|---|---|"]
+    for name, systems in result["results"].items():
+        s, p = systems["consulta"], systems["plain"]
+        lines.append(f"| {name} ({s['n']}, {s['unanswerable']}) | {pair(s, p, 'contains')} | "
+                     f"{pair(s, p, 'refused_unanswerable', 'false_refusals')} | {pair(s, p, 'language_match')} | "
+                     f"{pair(s, p, 'page_match') if s.get('page_match') is not None else '–'} |")
+    return HEADLINE_START + "\n" + "\n".join(lines) + "\n" + HEADLINE_END
+
+
+def update_readme(readme: Path, results: Path = RESULTS) -> bool:
+    """Replace the headline block of the README; False when there is no block or no results."""
+    table = headline(results)
+    text = readme.read_text(encoding="utf-8")
+    if table is None or HEADLINE_START not in text:
+        return False
+    before, rest = text.split(HEADLINE_START, 1)
+    after = rest.split(HEADLINE_END, 1)[1]
+    readme.write_text(before + table + after, encoding="utf-8")
+    return True
+
+
 PAGES = {"answers.md": answers_page, "models.md": models_page, "retrieval.md": retrieval_page,
          "ingestion.md": ingestion_page, "serving.md": serving_page, "evaluation.md": evaluation_page}
 
@@ -224,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, text in render(args.results).items():
         (args.out / name).write_text(text, encoding="utf-8")
         print(f"wrote {args.out / name}", file=sys.stderr)
+    if args.out == DOCS and args.results == RESULTS and update_readme(ROOT / "README.md"):
+        print(f"updated the headline table in {ROOT / 'README.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

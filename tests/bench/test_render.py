@@ -43,3 +43,10 @@ def test_every_results_file_says_where_its_figures_come_from() -> None:
             assert "transcribed" in result["source"] or "measured" in result["source"], path.name
             for t in result["tables"]:
                 assert all(len(row) == len(t["columns"]) for row in t["rows"]), (path.name, t["title"])
+
+
+def test_the_readme_headline_table_is_the_rendered_one() -> None:
+    table = render.headline()
+    assert table is not None
+    assert table in (REPO / "README.md").read_text(encoding="utf-8"), (
+        "the README's headline table differs from results/answers.json: run `python bench/render.py`")
