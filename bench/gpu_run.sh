@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the GPU figures in the README were taken: on a lent NVIDIA machine that has no package index and takes
+# How the GPU figures in docs/benchmarks/serving.md were taken: on a lent NVIDIA machine that has no package index and takes
 # files in pieces of at most 64 MiB per call. On a GPU box of your own, with pip and the network, you need none of
 # this: `CONSULTA_CUDA=1 bash scripts/install.sh`, then bench/engine.py with `--n-gpu-layers -1`.
 #

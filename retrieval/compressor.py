@@ -65,7 +65,7 @@ class ExtractiveCompressor:
 
     `embed_query` / `embed_passages` are the retrieval embedder's methods; without them sentences are
     scored by the question's terms alone (stemmed, stopwords dropped), which costs nothing, while
-    embedding every sentence costs seconds per question on 2 cores (README). `count_tokens` is the
+    embedding every sentence costs seconds per question on 2 cores. `count_tokens` is the
     model's tokenizer (default: ~4 characters a token); `language` picks the analyser for the question.
     """
 

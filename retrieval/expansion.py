@@ -3,7 +3,7 @@ HyDE and decomposition of multi-part questions. Each is optional; the Retriever 
 
 The LLM-backed expanders take a `generate(prompt, max_tokens) -> str` callable (the composition root wires
 it to the local engine, greedy); retrieval imports nothing of ours. What each one costs and adds is in
-the README (bench/retrieval.py).
+docs/benchmarks/retrieval.md (bench/retrieval.py).
 """
 
 from __future__ import annotations

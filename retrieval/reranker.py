@@ -181,7 +181,7 @@ class LlmReranker:
 SpanScoreFn = Callable[[Sequence[str], Sequence[str]], list[list[float]]]
 
 QUERY_LIKELIHOOD_ASK = "Write a question that this passage answers."
-QUERY_LIKELIHOOD_BLEND = 1.0  # the first-stage weight `mix` gives by default (README: measured per set)
+QUERY_LIKELIHOOD_BLEND = 1.0  # the first-stage weight `mix` gives by default (docs/benchmarks/retrieval.md)
 
 
 class QueryLikelihoodReranker:

@@ -215,7 +215,7 @@ class TrainingConfig:
     # listwise: each question's positive against its hard negatives and 2 other questions' passages in the batch
     # (sentence-transformers' MultipleNegativesRankingLoss for cross-encoders); pointwise: binary cross-entropy on
     # each pair. On SQuAD2-half pointwise stayed on its starting plateau (the re-ranker alone ranked the held-out
-    # questions' passages at chance after 2 or 3 epochs) where listwise learnt (README).
+    # questions' passages at chance after 2 or 3 epochs) where listwise learnt (docs/benchmarks/retrieval.md).
     loss: str = "listwise"
     epochs: int = 3
     batch_size: int = 8  # questions per step (listwise) or pairs per step (pointwise)

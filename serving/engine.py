@@ -234,7 +234,7 @@ class BatchingEngine:
             logger.warning(
                 "n_gpu_layers=%d asks for GPU offload, but this llama-cpp-python was built without a GPU backend, so "
                 "every layer runs on the CPU; rebuild it with `CONSULTA_CUDA=1 bash scripts/install.sh` "
-                "(README, 'GPU offload')", self.n_gpu_layers)
+                "(docs/serving.md, 'GPU (CUDA) build')", self.n_gpu_layers)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
         model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), mparams)

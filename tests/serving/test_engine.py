@@ -328,7 +328,7 @@ def test_a_shared_system_prompt_is_read_once_and_outputs_do_not_change(engine):
 
 
 def test_every_forward_pass_runs_on_the_decode_thread(smollm2_path, monkeypatch):
-    """libgomp keeps a thread team per calling thread; a second team made each token 25% slower (README)."""
+    """libgomp keeps a thread team per calling thread; a second team made each token 25% slower (docs/serving.md)."""
     import threading
 
     import serving.engine as engine_module
