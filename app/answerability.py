@@ -5,7 +5,9 @@ The verifier reads cheap signals of the question and its retrieved passages, in 
 - how relevant the best passage is (the embedding cosine every hit carries) and how far ahead it is;
 - how much of the question's content the passages hold, weighted by how rare each word is in the index
   (a question about Rust or Flatpak over documents that never name them misses its rarest word);
-- whether one sentence holds most of the question (the fact is usually stated in one place);
+- whether one sentence holds most of the question (the fact is usually stated in one place), by its words
+  and by its meaning (the embedding cosine of the question and the closest sentence of the passages: the
+  index's own encoder, multilingual-e5, so it holds across the three languages);
 - whether the kind of answer asked for (a date, a number, an e-mail address, a web address, a version) is
   there at all in the sentences that speak of the question's subject.
 
@@ -25,11 +27,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import numpy as np
+
 from retrieval.bm25 import Analyzers
+from retrieval.compressor import split_sentences
+from retrieval.embedder import Embedder
 from retrieval.types import Hit
 
 FEATURES = ("relevance", "relevance_gap", "coverage", "coverage_best", "coverage_sentence", "rarest_missing",
-            "answer_type_missing")
+            "answer_type_missing", "sem_sentence")
+MIN_SENTENCE_CHARS = 16  # shorter "sentences" (headers, page numbers) are not compared with the question
 
 # What the question asks for, by its wording in en/es/ca, and what such an answer looks like in a passage.
 ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
@@ -60,6 +67,7 @@ class Verdict:
     probability: float
     threshold: float
     features: dict[str, float] = field(default_factory=dict)
+    best_sentences: dict[str, str] = field(default_factory=dict)  # chunk id -> its sentence closest in meaning
 
     def to_dict(self) -> dict[str, Any]:
         return {"answerable": self.answerable, "probability": round(self.probability, 4),
@@ -102,12 +110,39 @@ Idf = Callable[[Sequence[str]], Sequence[float]]
 class AnswerabilityVerifier:
     """(question, retrieved passages) -> Verdict. `idf` gives each index term's inverse document frequency."""
 
-    def __init__(self, weights: VerifierWeights, idf: Idf, analyzers: Analyzers | None = None) -> None:
+    def __init__(self, weights: VerifierWeights, idf: Idf, analyzers: Analyzers | None = None,
+                 embedder: Embedder | None = None) -> None:
         self.weights = weights
         self.idf = idf
         self.analyzers = analyzers or Analyzers()
+        # The index's encoder, for `sem_sentence`; without one the best passage's cosine stands in for it.
+        self.embedder = embedder
+
+    def sentences(self, question: str, hits: Sequence[Hit]) -> tuple[float, dict[str, str]]:
+        """The cosine of the question and the passages' closest sentence, and each passage's closest one."""
+        spans = [(h.chunk.id, " ".join(h.chunk.text[a:b].split())) for h in hits
+                 for a, b in split_sentences(h.chunk.text)]
+        spans = [(cid, text) for cid, text in spans if len(text) >= MIN_SENTENCE_CHARS]
+        if self.embedder is None or not spans:
+            return max((h.relevance for h in hits), default=0.0), {}
+        unique = sorted({text for _, text in spans})
+        vectors = dict(zip(unique, self.embedder.embed_documents(unique), strict=True))
+        q = np.asarray(self.embedder.embed_query(question))
+        best: dict[str, tuple[float, str]] = {}
+        for cid, text in spans:
+            cos = float(vectors[text] @ q)
+            if cid not in best or cos > best[cid][0]:
+                best[cid] = (cos, text)
+        return max(c for c, _ in best.values()), {cid: text for cid, (_, text) in best.items()}
 
     def features(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
+        return self._features(question, hits, language)[0]
+
+    def _features(self, question: str, hits: Sequence[Hit], language: str) -> tuple[dict[str, float], dict[str, str]]:
+        sem, best = self.sentences(question, hits) if hits else (0.0, {})
+        return {**self._lexical(question, hits, language), "sem_sentence": sem}, best
+
+    def _lexical(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
         analyzer = self.analyzers.get(language)
         terms = sorted(set(analyzer.terms(question)) - set(analyzer.terms(ASKING)))
         relevances = sorted((h.relevance for h in hits), reverse=True) or [0.0]
@@ -157,6 +192,6 @@ class AnswerabilityVerifier:
         return 1.0 / (1.0 + math.exp(-z))
 
     def verify(self, question: str, hits: Sequence[Hit], language: str) -> Verdict:
-        features = self.features(question, hits, language)
+        features, best = self._features(question, hits, language)
         p = self.probability(features)
-        return Verdict(p >= self.weights.threshold, p, self.weights.threshold, features)
+        return Verdict(p >= self.weights.threshold, p, self.weights.threshold, features, best)

@@ -302,12 +302,16 @@ class Assistant:
                                      {"reason": "the model judged the sources do not answer", **check},
                                      sources=sources, announce=False)
             return
-        yield from self._answer(question, messages, sources, language, t0, timings, {**check, **context_tokens})
+        best = verdict.best_sentences if verdict is not None else {}
+        yield from self._answer(question, messages, sources, language, t0, timings, {**check, **context_tokens},
+                                best)
 
     def _answer(self, question: str, messages: list[dict[str, str]], sources: list[Citation], language: str,
-                t0: float, timings: dict[str, float | None], usage: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+                t0: float, timings: dict[str, float | None], usage: dict[str, Any],
+                best: dict[str, str] | None = None) -> Iterator[tuple[str, Any]]:
         """Draft (short: the prompt asks for the exact words that answer), check it, and show the checked
-        answer with the sentence of the source that supports it; refuse when the draft does not hold up."""
+        answer with the sentence of the source that supports it; refuse when the draft does not hold up.
+        `best`: each passage's sentence closest to the question in meaning (the verifier's), by chunk id."""
         params = SamplingParams(max_tokens=min(self.settings.max_tokens, DRAFT_TOKENS),
                                 temperature=self.settings.temperature)
         gen = self.generator.stream(messages, params)
@@ -323,7 +327,8 @@ class Assistant:
         draft = "".join(parts).strip()
         usage = {**usage, "prompt_tokens": completion.prompt_tokens, "draft": draft,
                  "completion_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason}
-        readable = [SimpleNamespace(n=s.n, text=neutralise_instructions(s.text)) for s in sources]
+        readable = [SimpleNamespace(n=s.n, text=neutralise_instructions(s.text), best=(best or {}).get(s.chunk_id))
+                    for s in sources]
         text, problem = compose(draft, question, readable, language)
         if text is None:
             yield from self._refusal(question, [], language, t0, timings,

@@ -274,7 +274,8 @@ class Services:
         if s.verifier_threshold is not None:
             weights = dataclasses.replace(weights, threshold=s.verifier_threshold)
         store = self.store
-        return AnswerabilityVerifier(weights, lambda terms: store.bm25.idf(terms), store.analyzers)
+        return AnswerabilityVerifier(weights, lambda terms: store.bm25.idf(terms), store.analyzers,
+                                     self.embedder)
 
     @cached_property
     def db(self):

@@ -140,6 +140,7 @@ def grounding(draft: str, question: str, passages: Sequence[str], language: str,
 class _Source(Protocol):
     n: int
     text: str
+    best: str | None  # its sentence closest to the question in meaning, when known
 
 
 # Number words a model may turn into digits ("dos días" -> "2 días"), 2 to 12, by language.
@@ -206,7 +207,8 @@ def compose(draft: str, question: str, sources: Sequence[_Source], language: str
         if not order:
             return None, "only citations"
         s = order[0]
-        return f"{prompts.quote(language, trimmed(best_sentence(s.text, question)))} [{s.n}]", "only citations"
+        sentence = getattr(s, "best", None) or best_sentence(s.text, question)
+        return f"{prompts.quote(language, trimmed(sentence))} [{s.n}]", "only citations"
     g = grounding(body, question, [s.text for s in sources], language)
     if g.unsupported:
         return None, "names what no passage holds: " + ", ".join(g.unsupported[:3])

@@ -64,7 +64,8 @@ def build(data: Path, work: Path, per_kind: int) -> list[dict[str, Any]]:
         store = services.store
         zero = VerifierWeights(tuple([0.0] * len(FEATURES)), 0.0, tuple([0.0] * len(FEATURES)),
                                tuple([1.0] * len(FEATURES)), 0.5)
-        verifier = AnswerabilityVerifier(zero, lambda terms: store.bm25.idf(terms), store.analyzers)
+        verifier = AnswerabilityVerifier(zero, lambda terms: store.bm25.idf(terms), store.analyzers,
+                                         services.embedder)
         qs = questions(data, name)
         chosen = qs if name.startswith("golden-") else [
             q for split in ("train", "dev", "test") for q in sample(qs, split, per_kind if split != "test"

@@ -80,3 +80,24 @@ def test_the_verifier_training_refuses_an_article_it_reports_on():
                          {**row, "set": "xquad-en", "split": "test", "article": "Super_Bowl_50"}])
     with pytest.raises(LeakError, match="golden"):
         assert_disjoint([*clean, {**row, "set": "golden-ca", "split": "train", "article": "maint-guide.ca.pdf"}])
+
+
+def test_the_closest_sentence_in_meaning_is_found_in_spanish_and_catalan(embedder):
+    """With the index's encoder, the verifier finds in each passage the sentence closest to the question in
+    meaning (the answer shown for a bare citation) and scores the passages that answer above those that don't."""
+    bm25 = Bm25Index.build(PASSAGES, ["en"] * len(PASSAGES), Bm25Params())
+    weights = VerifierWeights.bundled()
+    v = AnswerabilityVerifier(weights, bm25.idf, bm25.analyzers, embedder)
+    text = ("Las vacaciones se piden en el portal del empleado. El personal tiene 23 días laborables de vacaciones "
+            "al año. La cafetería abre a las ocho.")
+    hit = Hit(Chunk("es", "d", text, 0, len(text), {"source": "manual.pdf"}), 0.85, 0.85)
+    sem, best = v.sentences("¿Cuántos días de vacaciones tiene el personal?", [hit])
+    assert best["es"].startswith("El personal tiene 23 días")
+    text_ca = "El menjador obre a les vuit. El personal té 23 dies laborables de vacances l'any."
+    hit_ca = Hit(Chunk("ca", "d", text_ca, 0, len(text_ca), {"source": "manual.pdf"}), 0.85, 0.85)
+    sem_ca, best_ca = v.sentences("Quants dies de vacances té el personal?", [hit_ca])
+    assert best_ca["ca"].startswith("El personal té 23 dies")
+    off, _ = v.sentences("Com es configura un tallafoc amb nftables?", [hit_ca])
+    assert sem_ca > off + 0.05
+    verdict = v.verify("Quants dies de vacances té el personal?", [hit_ca], "ca")
+    assert verdict.best_sentences == best_ca and set(verdict.features) == set(FEATURES)

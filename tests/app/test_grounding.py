@@ -120,3 +120,9 @@ def test_a_long_supporting_sentence_is_cut_around_the_answer_and_a_footnote_ends
                       "en")
     quoted = text.split("«", 1)[1] if "«" in text else text.split('"', 1)[1]
     assert "CMakeLists.txt" in quoted and "Many modern" not in quoted and len(quoted.split()) <= 45
+
+
+def test_a_bare_citation_shows_the_sentence_closest_in_meaning_when_the_verifier_found_it():
+    source = SimpleNamespace(n=1, text=PASSAGE, best="Contact travel@example.org for help.")
+    text, why = compose("[1]", "Who can help me with travel?", [source], "en")
+    assert "Contact travel@example.org for help." in text and text.endswith("[1]") and why == "only citations"
