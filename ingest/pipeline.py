@@ -20,7 +20,7 @@ from ingest.language import detect_language
 from ingest.loaders import Loader
 from ingest.workers import ParsePool, read_file
 from retrieval.embedder import Embedder
-from retrieval.store import FaissStore, IndexIdentity
+from retrieval.store import ENGLISH_FIELD, MAIN_FIELD, IndexIdentity, StoreWriter, VectorStore
 from retrieval.types import Chunk, chunk_id_for
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _sha256_file(path: Path) -> str:
 class IngestPipeline:
     """Parses files in worker processes, chunks, embeds in batches and publishes one index generation."""
 
-    def __init__(self, loaders: dict[str, Loader], chunker: Chunker, embedder: Embedder, store: FaissStore,
+    def __init__(self, loaders: dict[str, Loader], chunker: Chunker, embedder: Embedder, store: VectorStore,
                  *, max_file_bytes: int = 200 * 1024 * 1024, embed_batch: int = 64, parse_workers: int = 2,
                  parse_timeout_s: float = 300, parse_memory_mb: int = 3072,
                  english_embedder: Embedder | None = None, context_header: bool = True) -> None:
@@ -200,17 +200,17 @@ class IngestPipeline:
             r.without_context = without_context
         return reports
 
-    def _check_chunker(self, store: FaissStore) -> None:
+    def _check_chunker(self, store: StoreWriter) -> None:
         """Refuse to mix chunks made with other chunker settings into the index (their ids and spans differ)."""
         mine = self.chunker.settings_id
         other = sorted({str(c.meta.get("chunker")) for c in store.chunks() if c.meta.get("chunker")} - {mine})
         if other:
             raise IndexSettingsMismatchError(
-                f"the index under {store.root} was built with chunker {', '.join(other)}, but the settings now use "
+                f"the index under {store.location} was built with chunker {', '.join(other)}, but the settings now use "
                 f"{mine}; refusing to mix chunkings. Run `consulta reindex` to rebuild it with the new chunker "
                 "settings, or restore the old ones.")
 
-    def _ingest_files(self, store: FaissStore, files: list[Path], collection: str,
+    def _ingest_files(self, store: StoreWriter, files: list[Path], collection: str,
                       progress: ProgressFn | None, file_progress: FileProgressFn | None) -> IngestReport:
         t0 = time.perf_counter()
         report = IngestReport(collection=collection)
@@ -247,10 +247,13 @@ class IngestPipeline:
                     raise FileFormatError(f"{path}: no text to index", "no_text")
                 t = time.perf_counter()
                 vectors = self._embed(chunks, source, file_progress)
+                fields = {MAIN_FIELD: vectors}
                 english = self._embed_english(chunks)
+                if english is not None:
+                    fields[ENGLISH_FIELD] = english
                 report.timings["embed"] += time.perf_counter() - t
                 store.delete_documents([document_id_for(collection, source)])
-                store.add(chunks, vectors, english)
+                store.add(chunks, fields)
                 report.pages += doc.meta.get("doc_pages") or 0
                 results[path] = FileResult(source, "ingested", len(chunks), doc.meta.get("doc_pages"),
                                            seconds=time.perf_counter() - ft + parsed.seconds,
@@ -288,13 +291,13 @@ class IngestPipeline:
             out[part] = self.english_embedder.embed_documents([chunks[r].index_text for r in part])
         return out
 
-    def _backfill_english(self, store: FaissStore, file_progress: FileProgressFn | None = None) -> None:
+    def _backfill_english(self, store: StoreWriter, file_progress: FileProgressFn | None = None) -> None:
         """Give the English chunks already indexed their English vectors, if the index has none (it was made
         before the setting, or while it was off); published with the rest of this write. Progress is reported
         as for a file named "English vectors (once)"."""
         assert self.english_embedder is not None
-        store.use_english(self.english_embedder.model_id, self.english_embedder.dim)
-        rows = store.english_missing()
+        store.use_field(ENGLISH_FIELD, self.english_embedder.model_id, self.english_embedder.dim)
+        rows = store.missing(ENGLISH_FIELD)
         if not rows:
             return
         logger.info("adding English vectors to %d indexed chunks (once: the index was made without them)", len(rows))
@@ -302,13 +305,14 @@ class IngestPipeline:
         chunks = store.chunks()
         for i in range(0, len(rows), self.embed_batch):
             part = rows[i:i + self.embed_batch]
-            store.set_english(part, self.english_embedder.embed_documents([chunks[r].index_text for r in part]))
+            vectors = self.english_embedder.embed_documents([chunks[r].index_text for r in part])
+            store.set_vectors(ENGLISH_FIELD, part, vectors)
             if file_progress:
                 file_progress("English vectors (once)", min(len(rows), i + self.embed_batch), len(rows))
         logger.info("added English vectors to %d indexed chunks in %.1f s", len(rows), time.perf_counter() - t)
 
     @staticmethod
-    def _prune(store: FaissStore, paths: Sequence[str | Path], collection: str) -> list[str]:
+    def _prune(store: StoreWriter, paths: Sequence[str | Path], collection: str) -> list[str]:
         """Delete `collection`'s documents whose source is under one of the folders in `paths` and is gone.
 
         Only folders count: a document outside them, or in another collection, is never touched.

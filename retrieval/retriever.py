@@ -35,7 +35,7 @@ from retrieval.embedder import Embedder
 from retrieval.errors import EmbedderMismatchError, IndexNotFoundError
 from retrieval.expansion import QueryExpander
 from retrieval.reranker import NoopReranker, Reranker
-from retrieval.store import FaissStore
+from retrieval.store import ENGLISH_FIELD, StoreReader
 from retrieval.types import Hit, SearchFilter
 
 logger = logging.getLogger(__name__)
@@ -126,14 +126,14 @@ def identifier_boost(fused: Sequence[tuple[Hit, float]], identifiers: Sequence[s
 
 
 class Retriever:
-    """Dense, BM25 or hybrid retrieval over a FaissStore, picking up generations other processes publish.
+    """Dense, BM25 or hybrid retrieval over a store, picking up generations other processes publish.
 
     `detect_language` (text -> "en" | "es" | "ca" ...) picks the BM25 analyser for a query when the
     caller does not pass `language`; the composition root injects it, since retrieval imports nothing
     of ours.
     """
 
-    def __init__(self, embedder: Embedder, store: FaissStore, *, reranker: Reranker | None = None,
+    def __init__(self, embedder: Embedder, store: StoreReader, *, reranker: Reranker | None = None,
                  candidates: int = 20, mode: RetrievalMode = "hybrid", rrf_k: int = 60,
                  detect_language: Callable[[str], str] | None = None, expander: QueryExpander | None = None,
                  feedback: int = 0, diversity: Diversity = "none", dedup_threshold: float = 0.95,
@@ -180,16 +180,13 @@ class Retriever:
         except IndexNotFoundError:
             return
         if self.mode != "dense":
-            self.store.load_bm25()
+            self.store.load_sparse()
             if self.detect_language is not None:
                 self.detect_language("warm up")
 
     def _ensure_loaded(self) -> None:
         with self._lock:
-            if self.store.identity is None:
-                self.store.load()
-            else:
-                self.store.refresh()
+            self.store.ensure_current()
             ident = self.store.identity
             if ident is not None and ident.embedder != self.embedder.model_id:
                 raise EmbedderMismatchError(
@@ -229,8 +226,9 @@ class Retriever:
         rankings = self._rankings(query, vector, search_depth, filter, language,
                                   lexical=expansion.lexical if expansion else "", original=True)
         if language == "en" and self.mode == "hybrid" and self.english_embedder is not None \
-                and self.store.has_english(self.english_embedder.model_id):
-            english = self.store.search_english(self.english_embedder.embed_query(query), search_depth, filter)
+                and self.store.has_field(ENGLISH_FIELD, self.english_embedder.model_id):
+            english = self.store.search(self.english_embedder.embed_query(query), search_depth, filter,
+                                        field=ENGLISH_FIELD)
             rankings.append([replace(h, dense_score=None) for h in english])
         if expansion is not None:
             for q in (*expansion.queries, *expansion.sub_queries):

@@ -1,4 +1,4 @@
-"""Record types shared by every stage: the chunk the index holds and the hit a search returns."""
+"""Record types shared by every stage: the chunk the index holds, the hit a search returns, the index's identity."""
 
 from __future__ import annotations
 
@@ -168,3 +168,15 @@ class SearchFilter:
     def empty(self) -> bool:
         return (self.collections is None and self.sources is None and self.languages is None
                 and self.sections is None and self.modified_after is None and self.modified_before is None)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexIdentity:
+    """What produced an index's vectors: mixing vectors of two models would give meaningless scores."""
+
+    embedder: str
+    dim: int
+    chunker: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"embedder": self.embedder, "dim": self.dim, "chunker": self.chunker}

@@ -14,7 +14,7 @@ from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
 from retrieval.errors import EmbedderMismatchError
 from retrieval.retriever import Retriever
-from retrieval.store import FaissStore
+from retrieval.store import ENGLISH_FIELD, FaissStore
 from tests.conftest import HANDBOOK_PAGES, make_pdf
 
 
@@ -185,7 +185,7 @@ def test_english_chunks_get_the_english_models_vectors_and_an_older_index_is_fil
                                         "vacaciones pagadas al año, que se piden en el portal de personal.\n")
     plain = IngestPipeline(default_loaders(), RecursiveChunker(300, 50), embedder, FaissStore(tmp_path / "index"))
     plain.ingest([docs], "hr")
-    assert not FaissStore(tmp_path / "index").load().has_english(english.model_id)
+    assert not FaissStore(tmp_path / "index").load().has_field(ENGLISH_FIELD, english.model_id)
 
     (docs / "parking.md").write_text("# Parking\n\nThe car park closes at ten in the evening.\n")
     with_english = IngestPipeline(default_loaders(), RecursiveChunker(300, 50), embedder,
@@ -196,9 +196,9 @@ def test_english_chunks_get_the_english_models_vectors_and_an_older_index_is_fil
     assert {f.source.split("/")[-1]: f.status for f in report.files} == {
         "leave.md": "unchanged", "parking.md": "ingested", "vacaciones.md": "unchanged"}
     store = FaissStore(tmp_path / "index").load()
-    assert store.has_english(english.model_id)
+    assert store.has_field(ENGLISH_FIELD, english.model_id)
     assert [h.chunk.meta["source"].split("/")[-1] for h in
-            store.search_english(english.embed_query("How many days of holiday do I get?"), 5)] \
+            store.search(english.embed_query("How many days of holiday do I get?"), 5, field=ENGLISH_FIELD)] \
         == ["leave.md", "parking.md"], "both English documents, best first; the Spanish one has no English vector"
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from ingest.language import detect_language
 from retrieval.retriever import Retriever, reciprocal_rank_fusion, score_fusion
-from retrieval.store import FaissStore, IndexIdentity
+from retrieval.store import ENGLISH_FIELD, MAIN_FIELD, FaissStore, IndexIdentity
 from retrieval.types import Chunk, Hit, SearchFilter
 
 CANTEEN = ("The canteen on the ground floor serves breakfast from 7:30 and lunch from 12:00 to 15:00. Vegetarian "
@@ -223,8 +223,8 @@ def english_store(tmp_path_factory, embedder, vectors):
     en_rows = [i for i, c in enumerate(chunks) if c.meta["language"] == "en"]
     en_vectors[en_rows] = english.embed_documents([chunks[i].text for i in en_rows])
     with FaissStore(root).writer(IndexIdentity(embedder.model_id, embedder.dim)) as w:
-        w.use_english(english.model_id, english.dim)
-        w.add(chunks, np.vstack([vectors[c.id] for c in chunks]), en_vectors)
+        w.use_field(ENGLISH_FIELD, english.model_id, english.dim)
+        w.add(chunks, {MAIN_FIELD: np.vstack([vectors[c.id] for c in chunks]), ENGLISH_FIELD: en_vectors})
     return FaissStore(root), english
 
 
