@@ -156,7 +156,8 @@ def test_utf8_text_round_trips(engine):
     text = "¿Qué año? Sí, què 🙂"
     # token by token through the engine's own detokenisation: no split characters, nothing lost
     detok = IncrementalDetokenizer()
-    deltas = [detok.push(engine._piece(t)) for t in engine._tokenize(text, add_special=False, parse_special=False)]
+    tokens = engine.model.tokenize(text, add_special=False, parse_special=False)
+    deltas = [detok.push(engine.model.piece(t)) for t in tokens]
     assert "".join(deltas) == text and all("\ufffd" not in d for d in deltas)
     # and through a real generation, with a stop string that ends it
     prompt = "Text: ¿Qué año? Sí, què 🙂\nCopy: ¿Qué año? Sí, què 🙂\nText: Adéu, què tal? 🎉\nCopy:"
@@ -204,7 +205,7 @@ def test_gpu_layers_without_a_gpu_build_say_so_and_run_on_the_cpu(smollm2_path, 
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("llama-cpp-python here is a GPU build, so offload works and there is no warning to check; "
                     "this test covers the CPU build that CI and the development machines have")
-    with caplog.at_level("WARNING", logger="serving.engine"):
+    with caplog.at_level("WARNING", logger="serving.llama_model"):
         with BatchingEngine(smollm2_path, n_ctx=1024, n_threads=2, max_sequences=2, n_gpu_layers=-1) as eng:
             text = eng.generate(chat(QUESTIONS[1]), SamplingParams(max_tokens=4)).text
             assert eng.stats()["gpu_offload"] is False
