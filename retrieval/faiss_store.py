@@ -3,9 +3,9 @@
 It implements the `VectorStore` seam (retrieval/store.py) out of parts with one job each:
 `generations.py` reads and publishes generations on disk (a crash at any moment leaves CURRENT pointing at a
 complete one; readers, such as a running API, notice a new CURRENT and reload), `ann.py` the approximate index of
-large corpora, `filters.py` the metadata columns a filter reads, `fields.py` the "en" vector field, and `bm25.py`
-the lexical index. A generation written before BM25 was added has no bm25/ folder; its BM25 data is built in
-memory when first needed, and the next write stores it.
+large corpora, `filters.py` the metadata columns a filter reads, `fields.py` the "en" vector field, and `sparse.py`
+the BM25 index (`bm25.py`) of the loaded generation. A generation written before BM25 was added has no bm25/
+folder; its BM25 data is built in memory when first needed, and the next write stores it.
 
 A search with a filter always scores the chunks the filter lets through exactly (a matrix product over those
 rows), so k hits come back whenever k chunks match, however low they would rank in the whole index.
@@ -38,13 +38,13 @@ from retrieval.generations import (
     NewGeneration,
     StoredGeneration,
     current_name,
-    fsync_tree,
     latest_on_disk,
     publish_generation,
     read_generation,
     write_index,
     writer_lock,
 )
+from retrieval.sparse import GenerationBm25
 from retrieval.types import Chunk, Hit, IndexIdentity, SearchFilter
 
 logger = logging.getLogger(__name__)
@@ -84,12 +84,7 @@ class FaissStore:
         self._ann = AnnIndex(self.index_config)
         self._english: LanguageField | None = None
         self._loaded_marker: tuple[str, int] | None = None
-        # BM25 of the loaded chunks: read from the generation's bm25/ on first sparse search, or built
-        # in memory when that generation has none; _gen_dir is None while a writer holds unsaved changes.
-        self._sparse: Bm25Index | None = None
-        self._gen_dir: Path | None = None
-        self._analyzers = Analyzers()
-        self._sparse_lock = threading.Lock()
+        self._bm25 = GenerationBm25(self.bm25_params)
         self._state_lock = threading.RLock()
         # made from the chunks when first needed: chunk id -> row, and the metadata filters read
         self._rows: dict[str, int] | None = None
@@ -132,10 +127,10 @@ class FaissStore:
         self._index = index
         self._ann.restore(stored.path, stored.manifest.get("ann"), len(stored.chunks))
         self._english = None if stored.english is None else LanguageField(*stored.english, language="en")
-        self._changed(stored.path)
-        self._sparse = None
+        self._changed()
+        self._bm25.loaded(stored.path)
 
-    def _changed(self, gen_dir: Path | None) -> None:
+    def _changed(self) -> None:
         """The chunks changed (a load, or a writer's edit): derived lookups are made again when needed.
 
         The BM25 index is not dropped here: a load drops it, a writer's edit updates it in place.
@@ -144,7 +139,6 @@ class FaissStore:
         self._columns = None
         if self._english is not None:
             self._english.changed()
-        self._gen_dir = gen_dir
 
     @_locked
     def refresh(self) -> bool:
@@ -168,7 +162,7 @@ class FaissStore:
     def load_sparse(self) -> None:
         """Read (or, for an older generation, build) the BM25 data now rather than on the first sparse search."""
         with self._state_lock:
-            self._sparse_index()
+            self._bm25.index(self._chunks)
 
     load_bm25 = load_sparse  # the older name
 
@@ -233,36 +227,12 @@ class FaissStore:
     @property
     def analyzers(self) -> Analyzers:
         """The per-language analysers BM25 indexes and queries with (shared, so terms match)."""
-        return self._analyzers
+        return self._bm25.analyzers
 
     @property
     def bm25(self) -> Bm25Index:
         """The BM25 index of the loaded chunks (read from the generation on first use)."""
-        return self._sparse_index()
-
-    def _sparse_index(self) -> Bm25Index:
-        with self._sparse_lock:
-            if self._sparse is None:
-                self._sparse = self._read_sparse() or self._build_sparse()
-            return self._sparse
-
-    def _read_sparse(self) -> Bm25Index | None:
-        if self._gen_dir is None:
-            return None
-        try:
-            return Bm25Index.load(self._gen_dir / "bm25", self.bm25_params, len(self._chunks), self._analyzers)
-        except (OSError, ValueError) as e:
-            logger.warning("unreadable BM25 data in %s (%s); rebuilding it in memory", self._gen_dir, e)
-            return None
-
-    def _build_sparse(self) -> Bm25Index:
-        t = time.perf_counter()
-        sparse = Bm25Index.build([c.index_text for c in self._chunks],
-                                 [c.meta.get("language") or DEFAULT_LANGUAGE for c in self._chunks],
-                                 self.bm25_params, self._analyzers)
-        logger.info("built BM25 for %d chunks in %.1f s (index written before BM25, or with other BM25 settings; "
-                    "the next ingest stores it)", len(self._chunks), time.perf_counter() - t)
-        return sparse
+        return self._bm25.index(self._chunks)
 
     def _meta_columns(self) -> MetaColumns:
         if self._columns is None:
@@ -293,7 +263,7 @@ class FaissStore:
                 return []
             mask = np.zeros(len(self._chunks), dtype=bool)
             mask[allowed] = True
-        sparse = self._sparse_index()
+        sparse = self._bm25.index(self._chunks)
         found = sparse.search(query, k, language=language, allowed=mask)
         if feedback > 0 and found:
             boost = sparse.feedback_terms(query, [r for r, _ in found[:feedback]], language=language)
@@ -382,8 +352,8 @@ class FaissStore:
         self._index = None
         self._ann.drop()
         self._english = None
-        self._changed(None)
-        self._sparse = Bm25Index(self.bm25_params, self._analyzers)
+        self._changed()
+        self._bm25.start_empty()
 
     @_locked
     def use_field(self, field: str, model_id: str, dim: int) -> None:
@@ -435,7 +405,7 @@ class FaissStore:
         keep = [i for i, c in enumerate(chunks) if c.id not in known]
         if not keep:
             return
-        sparse = self._sparse_index()  # the BM25 of the chunks before this edit: only the new ones are analysed
+        sparse = self._bm25.index(self._chunks)  # the chunks before this edit: only the new ones are analysed
         new = [chunks[i] for i in keep]
         sparse.add([c.index_text for c in new], [c.meta.get("language") or DEFAULT_LANGUAGE for c in new])
         self._chunks.extend(new)
@@ -444,7 +414,7 @@ class FaissStore:
         if self._english is not None:
             self._english.append(extra[keep] if extra is not None else None, len(keep))
         self._dirty = True
-        self._changed(None)
+        self._changed()
 
     def _split_fields(self, n: int, vectors: np.ndarray | Mapping[str, np.ndarray],
                       english: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -476,7 +446,7 @@ class FaissStore:
         removed = len(self._chunks) - len(keep)
         if removed:
             rows = np.asarray(keep, dtype=np.int64)
-            self._sparse_index().keep(rows)
+            self._bm25.index(self._chunks).keep(rows)
             self._ann.drop()  # HNSW cannot remove vectors: rebuilt when next needed
             self._chunks = [self._chunks[i] for i in keep]
             self._vectors = self._vectors[keep] if len(keep) else np.zeros((0, self._vectors.shape[1]),
@@ -484,7 +454,7 @@ class FaissStore:
             if self._english is not None:
                 self._english.keep(rows)
             self._dirty = True
-            self._changed(None)
+            self._changed()
         return removed
 
     def _publish(self) -> None:
@@ -497,16 +467,12 @@ class FaissStore:
         path = publish_generation(self.root, new)
         self._index = index
         self.generation = new.generation
-        self._changed(path)
         self._loaded_marker = (path.name, self.generation)
         self._dirty = False
 
     def _write_extras(self, folder: Path) -> dict[str, Any]:
         """BM25 and the approximate index of the generation being written; the manifest's "ann" entry."""
-        t = time.perf_counter()
-        self._sparse_index().save(folder / "bm25")  # kept up to date by add() and delete_documents()
-        fsync_tree(folder / "bm25")
-        logger.debug("BM25 for %d chunks saved in %.2f s", len(self._chunks), time.perf_counter() - t)
+        self._bm25.save(folder / "bm25", self._chunks)  # kept up to date by add() and delete_documents()
         ann = self._ann.covering(self._vectors)
         if ann is not None:
             write_index(ann, folder / "ann.faiss")

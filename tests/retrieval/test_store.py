@@ -258,7 +258,7 @@ def test_bm25_is_written_with_the_generation_not_rebuilt_by_readers(tmp_path, ca
     _faiss_fill(tmp_path, n=10)
     current_name = (tmp_path / "index" / "CURRENT").read_text()
     assert (tmp_path / "index" / current_name / "bm25").is_dir()
-    with caplog.at_level("INFO", logger="retrieval.faiss_store"):
+    with caplog.at_level("INFO", logger="retrieval.sparse"):
         reader = FaissStore(tmp_path / "index").load()
         assert reader.search_sparse("text 4", 1)[0].chunk.id == "c4"
     assert "built BM25" not in caplog.text
@@ -269,7 +269,7 @@ def test_generation_without_bm25_is_still_searchable_and_next_write_stores_it(tm
     store = _faiss_fill(tmp_path, n=10)
     gen = tmp_path / "index" / (tmp_path / "index" / "CURRENT").read_text()
     shutil.rmtree(gen / "bm25")
-    with caplog.at_level("INFO", logger="retrieval.faiss_store"):
+    with caplog.at_level("INFO", logger="retrieval.sparse"):
         reader = FaissStore(tmp_path / "index").load()
         assert reader.search_sparse("text 4", 1)[0].chunk.id == "c4"
     assert "built BM25" in caplog.text
