@@ -9,8 +9,8 @@ citations carry signed links to the files; without a caller (the CLI) nothing is
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator as _Generator
+from typing import TYPE_CHECKING, Any, cast
 
 from app.api.schemas import AskResponse, CitationOut, SourcesOut
 from app.conversations import standalone_question
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+Events = _Generator[tuple[str, Any], None, None]  # close() cancels what is left of the answer
+
 
 class ChatService:
     """Answers a question for a caller, yielding ("sources", SourcesOut), ("token", str)..., ("done", AskResponse)."""
@@ -42,7 +44,7 @@ class ChatService:
 
     def ask(self, question: str, *, caller: Principal | None = None, conversation_id: str | None = None,
             collection: str | None = None, filter: SearchFilter | None = None, k: int | None = None,
-            language: str | None = None) -> Generator[tuple[str, Any], None, None]:
+            language: str | None = None) -> Events:
         """The answer's events. Nothing runs until the first is asked for; errors a caller can cause (no such
         conversation, no index, a busy engine) are raised then, before any event.
 
@@ -56,8 +58,8 @@ class ChatService:
         elif filter is None and collection:
             filter = SearchFilter(collections=(collection,))
         conversation, standalone = self._open(question, caller, conversation_id, collection)
-        events = self.assistant.stream(standalone or question, k=k, filter=filter,
-                                       language=language or detect_language(question))
+        events = cast(Events, self.assistant.stream(standalone or question, k=k, filter=filter,
+                                                    language=language or detect_language(question)))
         try:
             for event, payload in events:
                 if event == "sources":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from typing import Any
 
@@ -36,6 +36,7 @@ from app.api.schemas import (
     SearchResponse,
 )
 from app.auth import Principal
+from app.chat import Events
 from app.errors import AuthenticationError, ConsultaError, NotFoundError
 from ingest.errors import IngestError, InputPathError
 from retrieval.errors import EmbedderMismatchError, IndexNotFoundError, IndexWriteError, RetrievalError
@@ -90,7 +91,7 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _ask_stream(events: Generator[tuple[str, Any], None, None], first: tuple[str, Any],
+async def _ask_stream(events: Events, first: tuple[str, Any],
                       request: Request) -> AsyncIterator[bytes]:
     """The chat service's events as server-sent events; an error after the status line is sent in-band."""
     event, payload = first
