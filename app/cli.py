@@ -211,23 +211,23 @@ def ask(
         raise typer.BadParameter(f"{language!r}: use en, es or ca", param_hint="--language")
     services = _services()
     try:
-        answer = None
-        for event, payload in services.assistant.stream(question, collection=collection, k=k, language=language):
+        response = None
+        for event, payload in services.chat.ask(question, collection=collection, k=k, language=language):
             if event == "token" and not as_json:
                 sys.stdout.write(payload)
                 sys.stdout.flush()
             elif event == "done":
-                answer = payload
+                response = payload
     finally:
         services.close()
-    assert answer is not None
-    if as_json:
-        _print_json(answer.to_dict())
+    assert response is not None
+    if as_json:  # the same AskResponse as POST /v1/ask (no conversation: the CLI has no signed-in user)
+        _print_json(response.model_dump())
         return
     sys.stdout.write("\n")
-    shown = answer.sources if answer.refused else answer.citations
+    shown = response.sources if response.refused else response.citations
     if shown:
-        err.print("\n[bold]" + ("Closest passages:" if answer.refused else "Sources:") + "[/bold]")
+        err.print("\n[bold]" + ("Closest passages:" if response.refused else "Sources:") + "[/bold]")
     for c in shown:
         where = Path(c.source).name + (f", page {c.page}" if c.page else "") + (f", {c.section}" if c.section else "")
         err.print(f"  [{c.n}] {where}")

@@ -265,6 +265,14 @@ class Services:
                          compressor=self.compressor, verifier=self.verifier)
 
     @cached_property
+    def chat(self):
+        """The ask use-case (app/chat.py) that the API's /v1/ask and `consulta ask` share."""
+        from app.chat import ChatService
+
+        return ChatService(self.assistant, self.conversations, self.audit, self.generator, links=self.links,
+                           history_tokens=self.settings.assistant.history_tokens)
+
+    @cached_property
     def verifier(self) -> AnswerabilityVerifier | None:
         """The trained answerability verifier over this store's BM25 statistics (None when turned off)."""
         s = self.settings.assistant

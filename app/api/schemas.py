@@ -4,7 +4,8 @@ The Streamlit UI may import this module and nothing else of ours.
 
 Streaming ask (`POST /v1/ask` with `"stream": true`) answers `text/event-stream`; each event is
 `event: <name>` + `data: <json>`:
-  - `sources`: `{"citations": [CitationOut...]}` the numbered sources given to the model, sent first
+  - `sources`: a `SourcesOut` (`{"citations": [CitationOut...], "conversation_id"}`): the numbered sources given
+               to the model, sent first
   - `token`:   `{"text": "..."}` an answer delta
   - `done`:    an `AskResponse` (the final answer, with the citations it actually used)
   - `error`:   `{"error": {"type", "message"}}`
@@ -12,9 +13,14 @@ Streaming ask (`POST /v1/ask` with `"stream": true`) answers `text/event-stream`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # only for annotations: the UI imports this module and should not load the assistant
+    from app.assistant import Answer, Citation
+    from retrieval.types import Hit
 
 
 class ErrorBody(BaseModel):
@@ -71,24 +77,61 @@ class CitationOut(BaseModel):
     url: str | None = Field(default=None, description="A signed link (valid for hours) that opens the original "
                             "file at the page: GET it as is, no header needed")
 
+    @classmethod
+    def from_citation(cls, c: Citation, url: str | None = None) -> CitationOut:
+        """The one serialisation of a citation (the API, `consulta ask --json` and stored conversations)."""
+        return cls(**c.to_dict(), url=url)
+
 
 class Timings(BaseModel):
     retrieval_ms: float
-    ttft_ms: float | None = None
+    ttft_ms: float | None = Field(default=None, description="Until the model's first token (null: not asked)")
+    shown_ms: float | None = Field(default=None, description="Until the checked answer was ready (null: refused)")
     total_ms: float
+
+    model_config = {"extra": "allow"}  # any further timing the assistant measures is passed on
+
+
+class SourcesOut(BaseModel):
+    """The first event of a streamed answer: the numbered passages given to the model."""
+
+    citations: list[CitationOut]
+    conversation_id: str | None = Field(default=None, description="The conversation the answer is saved in")
 
 
 class AskResponse(BaseModel):
+    """An answer, as `POST /v1/ask` returns it and `consulta ask --json` prints it."""
+
+    question: str | None = Field(default=None, description="The question as asked")
     answer: str
     refused: bool = Field(description="True when the documents do not answer the question")
     citations: list[CitationOut]
+    sources: list[CitationOut] = Field(default_factory=list, description="The numbered passages given to the "
+                                       "model (on a refusal: the closest ones found)")
+    language: str | None = Field(default=None, description="The answer's language: en, es or ca")
     timings: Timings
     model: str | None = None
-    usage: dict[str, Any] = Field(default_factory=dict)
+    usage: dict[str, Any] = Field(default_factory=dict, description="What the answer cost and how it was checked; "
+                                  "also holds `language` and `sources` (as in the top-level fields)")
     conversation_id: str | None = Field(default=None, description="The conversation the answer was saved in")
     message_id: str | None = Field(default=None, description="The answer's id, for POST /v1/feedback")
     standalone_question: str | None = Field(default=None, description="The follow-up rewritten from the history, "
                                             "as retrieval saw it (null when the question was used as asked)")
+
+    @classmethod
+    def from_answer(cls, answer: Answer, *, question: str | None = None,
+                    url: Callable[[Citation], str | None] | None = None) -> AskResponse:
+        """The one serialisation of an answer; `url` gives each citation its link (none without it)."""
+        def cite(c: Citation) -> CitationOut:
+            return CitationOut.from_citation(c, url(c) if url is not None else None)
+
+        sources = [cite(c) for c in answer.sources]
+        timings = {k: (None if v is None else round(v, 1)) for k, v in answer.timings.items()}
+        return cls(question=question if question is not None else answer.question, answer=answer.text,
+                   refused=answer.refused, citations=[cite(c) for c in answer.citations], sources=sources,
+                   language=answer.language, timings=Timings(**timings), model=answer.model,
+                   usage={**answer.usage, "language": answer.language,
+                          "sources": [c.model_dump() for c in sources]})
 
 
 class HitOut(BaseModel):
@@ -101,6 +144,18 @@ class HitOut(BaseModel):
                          "reciprocal-rank-fusion score (hybrid)")
     text: str
     dense_score: float | None = Field(default=None, description="Cosine of query and passage embeddings, in every mode")
+    collection: str | None = None
+    start: int | None = Field(default=None, description="Character offset of the passage in the document text")
+    end: int | None = None
+
+    @classmethod
+    def from_hit(cls, hit: Hit) -> HitOut:
+        """The one serialisation of a search hit (`POST /v1/search`; `consulta search --json` has the same fields)."""
+        c = hit.chunk
+        return cls(chunk_id=c.id, source=c.source, title=c.meta.get("title"), page=c.page, section=c.section,
+                   score=round(hit.score, 4), text=c.text,
+                   dense_score=None if hit.dense_score is None else round(hit.dense_score, 4),
+                   collection=c.collection, start=c.start, end=c.end)
 
 
 class SearchRequest(BaseModel):

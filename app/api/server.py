@@ -6,8 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import asynccontextmanager, closing
 from typing import Any
 
 import anyio
@@ -16,11 +15,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from app.api.access import AUTH_ERRORS
+from app.api.access import router as access_router
+from app.api.conversations import router as conversations_router
+from app.api.deps import PrincipalDep, ServicesDep, TokenDep, get_principal, get_services  # noqa: F401 - get_services re-exported
+from app.api.documents import index_documents as _documents
+from app.api.documents import router as documents_router
+from app.api.metrics import install_metrics
 from app.api.middleware import RateLimiter, RateLimitMiddleware, RequestLogMiddleware
+from app.api.reports import router as reports_router
 from app.api.schemas import (
     AskRequest,
     AskResponse,
-    CitationOut,
     CollectionOut,
     CollectionsResponse,
     ErrorResponse,
@@ -29,23 +35,14 @@ from app.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from app.api.access import AUTH_ERRORS
-from app.api.access import router as access_router
-from app.api.conversations import router as conversations_router
-from app.api.metrics import install_metrics
-from app.api.deps import PrincipalDep, ServicesDep, TokenDep, get_principal, get_services  # noqa: F401 - get_services re-exported
-from app.api.documents import index_documents as _documents
-from app.api.documents import router as documents_router
-from app.api.reports import router as reports_router
 from app.auth import Principal
-from app.conversations import standalone_question
+from app.chat import Events
 from app.errors import AuthenticationError, ConsultaError, NotFoundError
-from ingest.language import detect_language
 from ingest.errors import IngestError, InputPathError
 from retrieval.errors import EmbedderMismatchError, IndexNotFoundError, IndexWriteError, RetrievalError
 from retrieval.types import SearchFilter
-from serving.openai_server import openai_router
 from serving.generator import EngineBusyError, PromptTooLongError, ServingError
+from serving.openai_server import openai_router
 
 logger = logging.getLogger(__name__)
 
@@ -90,32 +87,37 @@ def _error_json(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
 
 
-def _citation(c, s=None, principal: Principal | None = None) -> CitationOut:
-    url = None
-    if s is not None and principal is not None and c.document_id:
-        url = (f"/v1/documents/{c.document_id}/file?{s.links.query(c.document_id, principal.user_id)}"
-               + (f"#page={c.page}" if c.page else ""))
-    return CitationOut(n=c.n, chunk_id=c.chunk_id, source=c.source, title=c.title, page=c.page, section=c.section,
-                       start=c.start, end=c.end, score=round(c.score, 4), text=c.text,
-                       dense_score=_round(c.dense_score), document_id=c.document_id, collection=c.collection,
-                       snippet=c.snippet, snippet_start=c.snippet_start, snippet_end=c.snippet_end,
-                       supported=c.supported, support=_round(c.support), url=url)
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
-
-
-def _ask_response(answer, s=None, principal: Principal | None = None) -> AskResponse:
-    return AskResponse(answer=answer.text, refused=answer.refused,
-                       citations=[_citation(c, s, principal) for c in answer.citations],
-                       timings=answer.timings, model=answer.model,
-                       usage={**answer.usage, "language": answer.language,
-                              "sources": [_citation(c, s, principal).model_dump() for c in answer.sources]})
-
-
 def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def _ask_stream(events: Events, first: tuple[str, Any],
+                      request: Request) -> AsyncIterator[bytes]:
+    """The chat service's events as server-sent events; an error after the status line is sent in-band."""
+    event, payload = first
+    try:
+        while True:
+            if event == "token":
+                yield _sse("token", {"text": payload})
+            else:  # "sources" (SourcesOut), "done" (AskResponse)
+                yield _sse(event, payload.model_dump())
+                if event == "done":
+                    return
+            if await request.is_disconnected():
+                logger.info("client went away; cancelling the answer")
+                return
+            nxt = await anyio.to_thread.run_sync(lambda: next(events, None))
+            if nxt is None:
+                return
+            event, payload = nxt
+    except Exception as e:  # noqa: BLE001 - reported in-band: the status line is already sent
+        status, kind = _error_status(e)
+        if kind == "internal":
+            logger.exception("error while streaming an answer")
+        yield _sse("error", {"error": {"type": kind, "message": str(e) if kind != "internal"
+                                       else "internal error; see the server log"}})
+    finally:
+        events.close()  # the chat service closes the assistant's stream: cancels generation, frees the KV cache
 
 
 def _warm_up(services) -> None:
@@ -199,9 +201,7 @@ def create_app(services) -> FastAPI:
         hits = s.retriever.retrieve(body.query, body.k, flt)
         s.audit.record("search", user_id=principal.user_id, username=principal.username,
                        collection=body.collection, query=body.query, hits=len(hits))
-        return SearchResponse(hits=[HitOut(chunk_id=h.chunk.id, source=h.chunk.source, title=h.chunk.meta.get("title"),
-                                           page=h.chunk.page, section=h.chunk.section, score=round(h.score, 4),
-                                           text=h.chunk.text, dense_score=_round(h.dense_score)) for h in hits])
+        return SearchResponse(hits=[HitOut.from_hit(h) for h in hits])
 
     @app.post("/v1/ask", response_model=AskResponse, responses={
         **ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}},
@@ -209,82 +209,23 @@ def create_app(services) -> FastAPI:
                                                 "(sources, token..., done)"}}, tags=["ask"])
     async def ask(body: AskRequest, request: Request, s: ServicesDep, principal: PrincipalDep):
         """Answer from the collections the caller may read, citing its sources; saved in a conversation."""
-        assistant = await anyio.to_thread.run_sync(lambda: s.assistant)
+        chat = await anyio.to_thread.run_sync(lambda: s.chat)
         flt = await anyio.to_thread.run_sync(lambda: _read_filter(s, principal, body.collection))
-
-        def prepare() -> tuple[dict, str | None]:
-            if body.conversation_id:
-                conv = s.conversations.get(principal.user_id, body.conversation_id)
-                history = s.conversations.messages(principal.user_id, conv["id"])
-            else:
-                conv = s.conversations.create(principal.user_id, body.question, body.collection)
-                history = []
-            budget = s.settings.assistant.history_tokens
-            standalone = None
-            if history and budget > 0:
-                rewritten = standalone_question(s.generator, body.question, history, budget_tokens=budget)
-                standalone = rewritten if rewritten != body.question else None
-            s.conversations.add(conv["id"], "user", body.question,
-                                {"standalone_question": standalone, "collection": body.collection})
-            return conv, standalone
-
-        conv, standalone = await anyio.to_thread.run_sync(prepare)
-        events = assistant.stream(standalone or body.question, k=body.k, filter=flt,
-                                  language=body.language or detect_language(body.question))
-
-        def finish(answer) -> AskResponse:
-            response = _ask_response(answer, s, principal)
-            response.conversation_id = conv["id"]
-            response.standalone_question = standalone
-            response.message_id = s.conversations.add(
-                conv["id"], "assistant", answer.text,
-                {"refused": answer.refused, "collection": body.collection,
-                 "citations": [c.model_dump() for c in response.citations]})
-            s.audit.record("ask", user_id=principal.user_id, username=principal.username,
-                           collection=body.collection or "*", target=conv["id"], question=body.question,
-                           refused=answer.refused, cited=sorted({c.source for c in answer.citations}))
-            return response
-
+        events = chat.ask(body.question, caller=principal, conversation_id=body.conversation_id,
+                          collection=body.collection, filter=flt, k=body.k, language=body.language)
         if not body.stream:
-            def run():
-                for event, payload in events:
-                    if event == "done":
-                        return finish(payload)
+            def run() -> AskResponse:
+                with closing(events):
+                    for event, payload in events:
+                        if event == "done":
+                            return payload
+                raise RuntimeError("the answer ended without its done event")  # pragma: no cover
+
             return await anyio.to_thread.run_sync(run)
-        # Take the first event before answering, so that errors (no index, busy) get their status code.
+        # Take the first event before answering, so that errors (no such conversation, no index, busy) get their
+        # status code.
         first = await anyio.to_thread.run_sync(lambda: next(events))
-
-        async def stream() -> AsyncIterator[bytes]:
-            event, payload = first
-            try:
-                while True:
-                    if event == "sources":
-                        yield _sse("sources", {"citations": [_citation(c, s, principal).model_dump()
-                                                             for c in payload],
-                                               "conversation_id": conv["id"]})
-                    elif event == "token":
-                        yield _sse("token", {"text": payload})
-                    elif event == "done":
-                        response = await anyio.to_thread.run_sync(lambda: finish(payload))
-                        yield _sse("done", response.model_dump())
-                        return
-                    if await request.is_disconnected():
-                        logger.info("client went away; cancelling the answer")
-                        return
-                    nxt = await anyio.to_thread.run_sync(lambda: next(events, None))
-                    if nxt is None:
-                        return
-                    event, payload = nxt
-            except Exception as e:  # noqa: BLE001 - reported in-band: the status line is already sent
-                status, kind = _error_status(e)
-                if kind == "internal":
-                    logger.exception("error while streaming an answer")
-                yield _sse("error", {"error": {"type": kind, "message": str(e) if kind != "internal"
-                                               else "internal error; see the server log"}})
-            finally:
-                events.close()  # runs the assistant's cleanup: cancels generation, frees the KV cache
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
+        return StreamingResponse(_ask_stream(events, first, request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/v1/collections", response_model=CollectionsResponse, tags=["documents"], responses=AUTH_ERRORS)
@@ -304,7 +245,8 @@ def create_app(services) -> FastAPI:
     app.include_router(documents_router)
     app.include_router(reports_router)  # GET /v1/eval/reports (admins)
     # the engine's OpenAI-compatible surface (/v1/chat/completions, /v1/completions, /v1/models), signed-in callers
-    app.include_router(openai_router(lambda: services.generator, default_max_tokens=services.settings.serving.max_tokens),
+    app.include_router(openai_router(lambda: services.generator,
+                                     default_max_tokens=services.settings.serving.max_tokens),
                        dependencies=[Depends(get_principal)])
     install_metrics(app, services)  # GET /metrics (Prometheus), open like /health
     return app
