@@ -84,13 +84,6 @@ class Answer:
     model: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.text, "refused": self.refused, "language": self.language,
-                "citations": [c.to_dict() for c in self.citations],
-                "sources": [c.to_dict() for c in self.sources],
-                "timings": {k: (round(v, 1) if v is not None else None) for k, v in self.timings.items()},
-                "model": self.model, "usage": self.usage}
-
 
 @dataclass(frozen=True, slots=True)
 class AssistantSettings:
