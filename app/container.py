@@ -18,7 +18,7 @@ from app.errors import ConsultaError
 from app.models import resolve_model
 from app.settings import Settings
 from ingest.chunker import Chunker, build_chunker
-from ingest.language import detect_language
+from retrieval.language import detect_language
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
 from retrieval.bm25 import Bm25Params

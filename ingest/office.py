@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 from ingest.document import Document
 from ingest.errors import FileFormatError
-from ingest.loaders import _decode_text
+from ingest.text import decode_text, markdown_table
 
 logger = logging.getLogger(__name__)
-
-
-def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows of cell texts as a Markdown table; the first row is the header, short rows are padded."""
-    rows = [[" ".join(c.split()).replace("|", "\\|") for c in r] for r in rows if any(c.strip() for c in r)]
-    if not rows:
-        return ""
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * width]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
 
 
 class _TextBuilder:
@@ -129,7 +116,7 @@ class HtmlLoader:
     def load(self, path: Path) -> Document:
         from bs4 import BeautifulSoup
 
-        html = _decode_text(path, path.read_bytes())
+        html = decode_text(path.read_bytes())[0]
         try:
             soup = BeautifulSoup(html, "html.parser")
         except Exception as e:  # noqa: BLE001 - the parser is lenient; anything it raises means unreadable

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.errors import RetrievalError
+from retrieval.reranker import MANIFEST, CrossEncoderReranker, interpolate
 from retrieval.types import Chunk, Hit
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "consulta-reranker.json"
 OWNER = "owner.pid"  # in a training work folder: the pid of the run that owns it
 # Weights of the first-stage order tried on the held-out questions (retrieval.reranker.interpolate)
 BLENDS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -372,13 +372,6 @@ def write_manifest(out: Path, info: dict[str, Any]) -> None:
     tmp.replace(out / MANIFEST)
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 @dataclass
 class TrainingReport:
     """What `train_reranker` did, and how the held-out questions rank before and after re-ranking."""
@@ -411,8 +404,6 @@ def train_reranker(chunks: Sequence[Chunk], generate: GenerateFn, search: Search
 
     `queries`, when given, are used instead of writing new ones (a saved set, for a re-run).
     """
-    from retrieval.reranker import CrossEncoderReranker, interpolate
-
     config = config or TrainingConfig()
     texts = {c.id: c.text for c in chunks}
     t0 = time.perf_counter()

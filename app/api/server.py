@@ -40,7 +40,7 @@ from app.api.reports import router as reports_router
 from app.auth import Principal
 from app.conversations import standalone_question
 from app.errors import AuthenticationError, ConsultaError, NotFoundError
-from ingest.language import detect_language
+from retrieval.language import detect_language
 from ingest.errors import IngestError, InputPathError
 from retrieval.errors import EmbedderMismatchError, IndexNotFoundError, IndexWriteError, RetrievalError
 from retrieval.types import SearchFilter

@@ -8,7 +8,7 @@ import pytest
 
 from ingest.chunker import RecursiveChunker
 from ingest.document import context_line
-from ingest.language import detect_language
+from retrieval.language import detect_language
 from ingest.errors import InputPathError
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.language import detect_language
+from retrieval.language import detect_language
 from retrieval.expansion import QueryExpander
 from retrieval.reranker import LlmReranker, QueryLikelihoodReranker
 from retrieval.retriever import Retriever
