@@ -16,7 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,6 +24,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from app.db import Database, now
 from app.errors import AuthenticationError, ConflictError, ConsultaError, NotFoundError, PermissionDeniedError
 from retrieval.types import SearchFilter
+
+if TYPE_CHECKING:
+    from app.audit import AuditLog
 
 Role = Literal["admin", "editor", "reader"]
 Permission = Literal["read", "write"]
@@ -355,6 +358,20 @@ def _check_password(password: str) -> None:
 
 def generate_password() -> str:
     return secrets.token_urlsafe(12)
+
+
+def ensure_first_admin(access: AccessControl, audit: AuditLog, username: str = "admin") -> tuple[str, str] | None:
+    """On a fresh install (no users yet), create an admin with a random password; returns (name, password)
+    the one time it does, None otherwise."""
+    if access.has_users():
+        return None
+    password = generate_password()
+    try:
+        access.create_user(username, "admin", password)
+    except ConflictError:  # another process made it first
+        return None
+    audit.record("user.create", username="(first run)", target=username, role="admin")
+    return username, password
 
 
 class LinkSigner:

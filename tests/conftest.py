@@ -81,7 +81,7 @@ def base_env(tmp_path_factory) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "consulta", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -108,7 +108,7 @@ def api_server(api_env, api_admin_key, corpus_dir, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     port = free_port()
     log = open(tmp_path_factory.mktemp("api-log") / "api.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "consulta", "serve", "--port", str(port)], env=env, cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
