@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from retrieval.types import Hit
 
-
 MANIFEST = "consulta-reranker.json"  # beside a trained CrossEncoder: what it was trained on, its first-stage blend
 
 

@@ -53,7 +53,6 @@ import numpy as np  # after llama_cpp: the other order crashed on a CUDA image (
 
 from serving.detokenizer import IncrementalDetokenizer
 from serving.generator import (
-    drain,
     Completion,
     EngineBusyError,
     EngineClosedError,
@@ -63,6 +62,7 @@ from serving.generator import (
     PromptTooLongError,
     SamplingParams,
     ServingError,
+    drain,
 )
 from serving.metrics import TOKEN_GAP_BUCKETS_S, LatencyHistogram
 from serving.sampling import build_sampler, grammar_sampler, is_plain_greedy

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from serving.generator import (
-    drain,
     Completion,
     EngineBusyError,
     GenerationError,
@@ -23,6 +22,7 @@ from serving.generator import (
     PromptTooLongError,
     SamplingParams,
     ServingError,
+    drain,
 )
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from pathlib import PurePath
 
 import streamlit as st
 
-from app.api.schemas import AskRequest, CitationOut, Timings
+from app.api.schemas import AskRequest, CitationOut
 from ui.client import ApiError, DoneEvent, ErrorEvent, SourcesEvent, TokenEvent
 from ui.context import CONVERSATION, TURNS, PageContext, public_api_url
 from ui.i18n import format_ms

@@ -7,8 +7,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -16,7 +15,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from app.api.access import AUTH_ERRORS
+from app.api.access import router as access_router
+from app.api.conversations import router as conversations_router
+from app.api.deps import PrincipalDep, ServicesDep, TokenDep, get_principal, get_services  # noqa: F401 - get_services re-exported
+from app.api.documents import index_documents as _documents
+from app.api.documents import router as documents_router
+from app.api.metrics import install_metrics
 from app.api.middleware import RateLimiter, RateLimitMiddleware, RequestLogMiddleware
+from app.api.reports import router as reports_router
 from app.api.schemas import (
     AskRequest,
     AskResponse,
@@ -29,23 +36,18 @@ from app.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from app.api.access import AUTH_ERRORS
-from app.api.access import router as access_router
-from app.api.conversations import router as conversations_router
-from app.api.metrics import install_metrics
-from app.api.deps import PrincipalDep, ServicesDep, TokenDep, get_principal, get_services  # noqa: F401 - get_services re-exported
-from app.api.documents import index_documents as _documents
-from app.api.documents import router as documents_router
-from app.api.reports import router as reports_router
 from app.auth import Principal
 from app.conversations import standalone_question
 from app.errors import AuthenticationError, ConsultaError, NotFoundError
-from retrieval.language import detect_language
 from ingest.errors import IngestError, InputPathError
 from retrieval.errors import EmbedderMismatchError, IndexNotFoundError, IndexWriteError, RetrievalError
+from retrieval.language import detect_language
 from retrieval.types import SearchFilter
-from serving.openai_server import openai_router
 from serving.generator import EngineBusyError, PromptTooLongError, ServingError
+from serving.openai_server import openai_router
+
+if TYPE_CHECKING:
+    from app.container import Services
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def _warm_up(services) -> None:
+def _warm_up(services: Services) -> None:
     try:
         services.retriever.warm_up()
         services.assistant  # noqa: B018 - builds and warms the generator
@@ -127,7 +129,7 @@ def _warm_up(services) -> None:
         logger.warning("warm-up failed: %s", e)
 
 
-def _read_filter(s, principal: Principal, collection: str | None) -> SearchFilter | None:
+def _read_filter(s: Services, principal: Principal, collection: str | None) -> SearchFilter | None:
     """The search filter for this caller: an unknown collection and one they may not read look the same (404)."""
     if collection is not None:
         known = {d["collection"] for d in _documents(s)}
@@ -136,7 +138,7 @@ def _read_filter(s, principal: Principal, collection: str | None) -> SearchFilte
     return principal.search_filter(collection)
 
 
-def create_app(services) -> FastAPI:
+def create_app(services: Services) -> FastAPI:
     """The API over one Services instance (the composition root builds it; tests pass their own)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -9,6 +9,7 @@ never a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -56,6 +57,10 @@ cli = make_cli()  # the app's commands alone (`python -m app.cli`, CliRunner tes
 
 def run(group: typer.Typer) -> None:
     """Run a `consulta` group on sys.argv and exit with its status; user errors print one line, status 1."""
+    # Models come from installed packages and local folders, never from a hub: set before anything imports
+    # huggingface_hub, which reads these once; a value already in the environment wins.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         code = group(standalone_mode=False)  # click returns typer.Exit's code instead of raising it here
         if isinstance(code, int) and code:

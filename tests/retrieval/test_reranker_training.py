@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 
 from retrieval.reranker import CrossEncoderReranker, interpolate
-from retrieval.reranker_training import (RerankerTrainingError, SyntheticQuery, TrainingConfig, clean_question,
-                                         mine_pairs, ranking_metrics, sweep_stale_training, train_cross_encoder)
+from retrieval.reranker_training import (
+    RerankerTrainingError,
+    SyntheticQuery,
+    TrainingConfig,
+    clean_question,
+    mine_pairs,
+    ranking_metrics,
+    sweep_stale_training,
+    train_cross_encoder,
+)
 from retrieval.types import Chunk, Hit
 from tests.retrieval.reranker_corpus import PASSAGES
 
