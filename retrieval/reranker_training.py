@@ -7,11 +7,11 @@
    first stage's top hits become its hard negatives (the first `skip_top` other hits are skipped: on a corpus
    of near-paraphrases they too often answer the question).
 3. `train_cross_encoder`: a sentence-transformers CrossEncoder is fine-tuned from a local base model (by
-   default multilingual-e5-small, the e5 embedder's folder, so that it reads Spanish and Catalan), listwise (each question's passage against its hard negatives and
-   passages of other questions) or pointwise (binary cross-entropy on 0/1 pairs), and saved to a
-   folder that `CrossEncoderReranker` loads. A share of the questions is held out, and the folder's
-   `consulta-reranker.json` records how the first stage and the trained re-ranker rank the held-out
-   questions' own chunks, so that whoever trained it can see whether to switch it on.
+   default multilingual-e5-small, the e5 embedder's folder, so that it reads Spanish and Catalan), listwise (each
+   question's passage against its hard negatives and passages of other questions) or pointwise (binary
+   cross-entropy on 0/1 pairs), and saved to a folder that `CrossEncoderReranker` loads. A share of the
+   questions is held out, and the folder's `consulta-reranker.json` records how the first stage and the trained
+   re-ranker rank the held-out questions' own chunks, so that whoever trained it can see whether to switch it on.
 
 The LLM and the first stage come in as callables: retrieval imports nothing of ours.
 """

@@ -88,7 +88,8 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subpr
 @pytest.fixture(scope="session")
 def api_env(base_env, tmp_path_factory) -> dict[str, str]:
     """The environment of the `api_server` process (its own data dir)."""
-    return {**base_env, "CONSULTA_DATA_DIR": str(tmp_path_factory.mktemp("api-data")), "CONSULTA_API__MAX_UPLOAD_MB": "1"}
+    return {**base_env, "CONSULTA_DATA_DIR": str(tmp_path_factory.mktemp("api-data")),
+            "CONSULTA_API__MAX_UPLOAD_MB": "1"}
 
 
 @pytest.fixture(scope="session")

@@ -306,7 +306,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(documents_router)
     app.include_router(reports_router)  # GET /v1/eval/reports (admins)
     # the engine's OpenAI-compatible surface (/v1/chat/completions, /v1/completions, /v1/models), signed-in callers
-    app.include_router(openai_router(lambda: services.generator, default_max_tokens=services.settings.serving.max_tokens),
+    app.include_router(openai_router(lambda: services.generator,
+                                     default_max_tokens=services.settings.serving.max_tokens),
                        dependencies=[Depends(get_principal)])
     install_metrics(app, services)  # GET /metrics (Prometheus), open like /health
     return app

@@ -188,7 +188,8 @@ GroupOpt = Annotated[str | None, typer.Option("--group", help="Grant to this gro
 
 
 @users_cli.command("grant")
-def grant(collection: CollectionArg, permission: PermOpt = "read", user: UserOpt = None, group: GroupOpt = None) -> None:
+def grant(collection: CollectionArg, permission: PermOpt = "read", user: UserOpt = None,
+          group: GroupOpt = None) -> None:
     """Give a user or a group read or write on a collection."""
     _grant(collection, permission, user, group, revoke=False)
 

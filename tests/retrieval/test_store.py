@@ -209,7 +209,8 @@ class TestFaissStore(VectorStoreContract):
             print("ready", flush=True)
             while True:
                 with s.writer(IndexIdentity("test-emb", {DIM})) as w:
-                    chunks = [Chunk(f"k{{i}}-{{j}}", f"doc{{i}}", "x" * 5000, 0, 1, {{"collection": "a"}}) for j in range(200)]
+                    chunks = [Chunk(f"k{{i}}-{{j}}", f"doc{{i}}", "x" * 5000, 0, 1, {{"collection": "a"}})
+                              for j in range(200)]
                     w.add(chunks, np.random.rand(200, {DIM}).astype("float32"))
                 i += 1
         """)
