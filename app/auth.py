@@ -16,7 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -134,7 +134,7 @@ class AccessControl:
                 raise ConflictError(f"a user named '{username}' already exists")
             cur = conn.execute("INSERT INTO users(username, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
                                (username, hashed, role, now()))
-            user_id = cur.lastrowid
+            user_id = cast(int, cur.lastrowid)  # set by the INSERT
         return self.user(user_id)
 
     def user(self, ref: int | str) -> User:
@@ -318,7 +318,7 @@ class AccessControl:
             raise ConsultaError("a grant goes to exactly one user or one group")
         if user is not None:
             return "user", self.user(user).id
-        return "group", self._group_id(conn, group)
+        return "group", self._group_id(conn, cast(str, group))  # exactly one of the two is given
 
     def grant(self, collection: str, permission: Permission, *, user: str | None = None,
               group: str | None = None) -> None:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from app.conversations import ConversationStore
     from app.db import Database
     from app.jobs import IngestJobs
+    from serving.engine import BatchingEngine
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Services:
         self._component_locks_lock = threading.Lock()
         self._generator_lock = threading.Lock()
         self._scorer_lock = threading.Lock()
-        self._scorer: NextTokenScorer | None = None  # the re-ranker's own engine, when retrieval.rerank_model names one
+        self._scorer: BatchingEngine | None = None  # the re-ranker's own engine, when retrieval.rerank_model names one
 
     @component
     def embedder(self) -> Embedder:

@@ -7,6 +7,7 @@ Any other GGUF file is simply a path in the settings (`CONSULTA_SERVING__MODEL=/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -125,7 +126,7 @@ def prepare_model(name: str, models_dir: Path, progress: Callable[[int], None] |
         with os.fdopen(fd, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
-                    for block in iter(lambda f=f: f.read(8 << 20), b""):
+                    for block in iter(functools.partial(f.read, 8 << 20), b""):
                         h.update(block)
                         out.write(block)
                         if progress:

@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 err = Console(stderr=True, highlight=False)
 eval_cli = typer.Typer(help="Evaluate retrieval and answers on a dataset; write golden sets.", no_args_is_help=True)
@@ -62,7 +70,7 @@ def run(
                           calibration_set=calibration_set, calibration_n=calibration_n, resume=resume,
                           command="consulta eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     with _progress_bar(disable=not err.is_terminal) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int | None) -> None:
             if phase not in tasks:

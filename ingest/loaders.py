@@ -47,7 +47,7 @@ def markdown_sections(text: str) -> list[tuple[int, str]]:
 
 
 class TextLoader:
-    suffixes = (".txt", ".text", ".log")
+    suffixes: tuple[str, ...] = (".txt", ".text", ".log")
 
     def load(self, path: Path) -> Document:
         text, encoding = decode_text(path.read_bytes())
@@ -57,7 +57,7 @@ class TextLoader:
 
 
 class MarkdownLoader:
-    suffixes = (".md", ".markdown")
+    suffixes: tuple[str, ...] = (".md", ".markdown")
 
     def load(self, path: Path) -> Document:
         text, encoding = decode_text(path.read_bytes())
@@ -84,7 +84,7 @@ class PdfLoader:
     meta["pages_without_text"] (blank pages, which draw nothing, are not); a PDF with no text at all is refused.
     """
 
-    suffixes = (".pdf",)
+    suffixes: tuple[str, ...] = (".pdf",)
 
     def __init__(self, max_pages: int = 5000, *, tables: bool = True, min_rules_for_tables: int = 3) -> None:
         self.max_pages = max_pages

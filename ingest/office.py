@@ -58,7 +58,7 @@ _DOCX_HEADING = re.compile(r"^heading\s+([1-6])$", re.IGNORECASE)
 class DocxLoader:
     """Word paragraphs and tables in body order; "Title" and "Heading 1".."Heading 6" give sections."""
 
-    suffixes = (".docx",)
+    suffixes: tuple[str, ...] = (".docx",)
 
     def load(self, path: Path) -> Document:
         import docx
@@ -111,7 +111,7 @@ _HTML_BLOCKS = {"p", "div", "section", "article", "main", "header", "footer", "a
 class HtmlLoader:
     """HTML text in reading order (BeautifulSoup, stdlib parser); h1..h6 give sections, <title> the title."""
 
-    suffixes = (".html", ".htm")
+    suffixes: tuple[str, ...] = (".html", ".htm")
 
     def load(self, path: Path) -> Document:
         from bs4 import BeautifulSoup

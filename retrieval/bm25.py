@@ -180,7 +180,9 @@ class Bm25Index:
             raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
         if not texts:
             return
-        indptr, cols, counts = [0], [], []
+        indptr: list[int] = [0]
+        cols: list[int] = []
+        counts: list[int] = []
         for text, lang in zip(texts, languages, strict=True):
             tf: dict[int, int] = {}
             for term in self.analyzers.get(lang).terms(text):

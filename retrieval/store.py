@@ -105,6 +105,7 @@ class IndexConfig:
 
 def _build_ann(kind: str, vectors: np.ndarray, config: IndexConfig) -> faiss.Index:
     d = vectors.shape[1]
+    index: faiss.Index
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.ef_construction
@@ -324,8 +325,8 @@ class FaissStore:
 
     def _ann_params(self) -> faiss.SearchParameters:
         if isinstance(self._ann, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(efSearch=self.index_config.ef_search)
-        return faiss.SearchParametersIVF(nprobe=self.index_config.ivf_nprobe)
+            return faiss.SearchParametersHNSW(efSearch=self.index_config.ef_search)  # type: ignore[attr-defined]
+        return faiss.SearchParametersIVF(nprobe=self.index_config.ivf_nprobe)  # type: ignore[call-arg]
 
     def _ann_index(self) -> faiss.Index | None:
         """The approximate index covering every loaded vector, or None when exact search is the choice."""
@@ -409,8 +410,8 @@ class FaissStore:
             if wanted is not None:
                 mask &= np.isin(cols[key], np.array([str(w) for w in wanted], dtype=object))
         if filter.sections is not None:
-            wanted = [s.casefold() for s in filter.sections]
-            mask &= np.fromiter((any(w in sec for w in wanted) for sec in cols["section"]), dtype=bool,
+            sections = [s.casefold() for s in filter.sections]
+            mask &= np.fromiter((any(w in sec for w in sections) for sec in cols["section"]), dtype=np.bool_,
                                 count=len(mask))
         if filter.modified_after is not None or filter.modified_before is not None:
             t = cols["time"]

@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import llama_cpp
 import numpy as np  # after llama_cpp: the other order crashed on a CUDA image (OpenMP runtimes clash)
@@ -171,7 +172,7 @@ class BatchingEngine:
         self._thread: threading.Thread | None = None
         self._model = self._ctx = self._vocab = self._mem = None
         self._batch: llama_cpp.llama_batch | None = None
-        self._chat_formatter = None
+        self._chat_formatter: Any = None  # made from the GGUF's chat template by warm_up
 
         # decode-thread state
         self._slots: list[_Sequence | None] = [None] * max_sequences
@@ -268,7 +269,8 @@ class BatchingEngine:
     def _warm_decode(self) -> None:
         """One throwaway forward pass, so the first request does not pay for paging in the weights."""
         batch = self._batch
-        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = 0, 0, 1, 1
+        assert batch is not None  # allocated by warm_up, before this
+        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = 0, 0, 1, 1  # type: ignore[call-overload]  # ctypes stubs
         batch.seq_id[0][0] = 0
         batch.n_tokens = 1
         rc = llama_cpp.llama_decode(self._ctx, batch)
@@ -356,7 +358,7 @@ class BatchingEngine:
         requests = [self._make_request(self._tokenize_prompt(prompt), _SCORE_PARAMS, score_tokens=tuple(firsts))
                     for prompt in prompts]
         self._run_scoring(requests)
-        return [dict(zip(candidates, request.scores)) for request in requests]
+        return [dict(zip(candidates, cast(list[float], request.scores))) for request in requests]
 
     def continuation_logprobs(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """For each (prompt, continuation) pair, the log-probability of each continuation token given the prompt
@@ -594,7 +596,7 @@ class BatchingEngine:
         # 1. the next token of every generating sequence, in one forward pass
         generating = [s for s in self._slots if s is not None and s.next_token is not None]
         if generating:
-            self._decode([(s, [s.next_token], True) for s in generating])
+            self._decode([(s, [cast(int, s.next_token)], True) for s in generating])
 
         # 2. prompt chunks, oldest request first, up to n_batch prompt tokens per step. Each chunk
         # gets a forward pass of its own and starts at a multiple of n_batch from its prompt's
@@ -644,6 +646,7 @@ class BatchingEngine:
         logits of a sampled row are read before the next decode overwrites them.
         """
         batch = self._batch
+        assert batch is not None  # allocated by warm_up, before any request
         n = 0
         outputs: list[tuple[_Sequence, int]] = []
         spans: list[tuple[_Sequence, int, int]] = []  # (sequence, row, the prompt token that row predicts)
@@ -653,7 +656,7 @@ class BatchingEngine:
             for k, token in enumerate(tokens):
                 pos = seq.n_past + k
                 batch.token[n] = token
-                batch.pos[n] = pos
+                batch.pos[n] = pos  # type: ignore[call-overload]  # ctypes stubs
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = seq.seq_id
                 wanted = span > 0 and first_scored - 1 <= pos < len(seq.request.tokens) - 1
@@ -723,7 +726,7 @@ class BatchingEngine:
     def _score(self, seq: _Sequence, row: int) -> None:
         """A scoring request's answer: log-softmax of its last prompt row at the candidate tokens."""
         try:
-            seq.request.scores = self._logprobs(row, seq.request.score_tokens)
+            seq.request.scores = self._logprobs(row, cast(tuple[int, ...], seq.request.score_tokens))
         except Exception as exc:
             logger.exception("scoring failed for request %d", seq.request.id)
             self._release(seq, "error", GenerationError(f"scoring failed: {exc}"))

@@ -69,7 +69,7 @@ class EngineCollector(Collector):
             return c
 
         total = stats.get("kv_cells_total") or 0
-        families = [
+        families: list[Any] = [
             gauge("requests_running", "Requests holding a decode slot", stats["running"]),
             gauge("requests_waiting", "Requests queued for a slot", stats["waiting"]),
             gauge("slots", "Decode slots (sequences decoded together)", stats["slots"]),

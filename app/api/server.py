@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -171,7 +171,7 @@ def create_app(services: Services) -> FastAPI:
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else first.get("msg"))
+        return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
     @app.get("/health", response_model=HealthResponse, tags=["system"])
     def health(s: ServicesDep, token: TokenDep) -> HealthResponse:
@@ -231,8 +231,9 @@ def create_app(services: Services) -> FastAPI:
             return conv, standalone
 
         conv, standalone = await anyio.to_thread.run_sync(prepare)
-        events = assistant.stream(standalone or body.question, k=body.k, filter=flt,
-                                  language=body.language or detect_language(body.question))
+        events = cast(Generator[tuple[str, Any], None, None],  # a generator: close() runs its cleanup
+                      assistant.stream(standalone or body.question, k=body.k, filter=flt,
+                                       language=body.language or detect_language(body.question)))
 
         def finish(answer) -> AskResponse:
             response = _ask_response(answer, s, principal)

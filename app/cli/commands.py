@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -108,12 +108,12 @@ def search(
                            modified_after=timestamp(since), modified_before=timestamp(until, end_of_day=True))
     except ValueError as e:
         raise ConsultaError(f"--since/--until: {e}") from e
-    flt = None if flt.empty else flt
-    hits = services.retriever.retrieve(query, k, flt)
-    out = [{"chunk_id": h.chunk.id, "source": h.chunk.source, "page": h.chunk.page, "section": h.chunk.section,
-            "score": round(h.score, 4), "text": h.chunk.text, "collection": h.chunk.collection,
-            "title": h.chunk.meta.get("title"), "start": h.chunk.start, "end": h.chunk.end,
-            "dense_score": None if h.dense_score is None else round(h.dense_score, 4)} for h in hits]
+    hits = services.retriever.retrieve(query, k, None if flt.empty else flt)
+    out: list[dict[str, Any]] = [
+        {"chunk_id": h.chunk.id, "source": h.chunk.source, "page": h.chunk.page, "section": h.chunk.section,
+         "score": round(h.score, 4), "text": h.chunk.text, "collection": h.chunk.collection,
+         "title": h.chunk.meta.get("title"), "start": h.chunk.start, "end": h.chunk.end,
+         "dense_score": None if h.dense_score is None else round(h.dense_score, 4)} for h in hits]
     if as_json:
         print_json({"hits": out})
         return
@@ -204,8 +204,8 @@ def reindex(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] 
 
     services = build_services()
     store = services.store.load()
-    by_collection: dict[str, list[str]] = {}
-    missing = []
+    by_collection: dict[str, list[str | Path]] = {}
+    missing: list[str | Path] = []
     for d in store.documents():
         (by_collection.setdefault(d["collection"], []) if Path(d["source"]).exists() else missing).append(d["source"])
     ident = IndexIdentity(services.embedder.model_id, services.embedder.dim, services.chunker.settings_id)
