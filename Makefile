@@ -5,16 +5,20 @@ PY := $(VENV)/bin/python
 INSTALL_STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test install test-quick bench bench-retrieval bench-hybrid bench-engine api ui clean
+.PHONY: run test lint install test-quick bench bench-retrieval bench-hybrid bench-engine api ui clean
 
 run: $(INSTALL_STAMP)  ## install on first use, ingest docs/, start the API and the UI
 	@bash scripts/run.sh
 
-test: $(TEST_STAMP)  ## install the test extras and run the whole suite (what CI runs)
+test: lint  ## install the test extras, lint and type-check, and run the whole suite (what CI runs)
 	$(PY) -m pytest
 
-test-quick: $(TEST_STAMP)  ## the suite without the slow and browser tests
+test-quick: lint  ## the suite without the slow and browser tests
 	$(PY) -m pytest -m "not slow and not browser"
+
+lint: $(TEST_STAMP)  ## ruff (style, import order, no print) and mypy, as configured in pyproject.toml
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 install: $(INSTALL_STAMP)
 
@@ -45,4 +49,4 @@ ui: $(INSTALL_STAMP)
 	$(VENV)/bin/consulta ui
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

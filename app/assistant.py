@@ -19,11 +19,11 @@ import numpy as np
 from app import prompts
 from app.answerability import AnswerabilityVerifier
 from app.grounding import compose
-from ingest.language import detect_language
 from retrieval.compressor import ExtractiveCompressor
+from retrieval.language import detect_language
 from retrieval.retriever import Retriever
 from retrieval.types import Hit, SearchFilter
-from serving.generator import Completion, Generator, SamplingParams
+from serving.generator import Completion, Generator, NextTokenScorer, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -350,10 +350,9 @@ class Assistant:
 
         Needs a generator that scores next tokens (the local BatchingEngine); 0.0 (no opinion) otherwise.
         """
-        score = getattr(self.generator, "next_token_logprobs", None)
-        fmt = getattr(self.generator, "format_chat", None)
-        if score is None or fmt is None:
+        if not isinstance(self.generator, NextTokenScorer):
             return 0.0
+        score, fmt = self.generator.next_token_logprobs, self.generator.format_chat
         sources = "\n\n".join(f"{_source_header(n, h)}\n{neutralise_instructions(h.chunk.text.strip())}"
                                for n, h in enumerate(hits, start=1))
         prompt = fmt([{"role": "system", "content": CHECK_SYSTEM},

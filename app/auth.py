@@ -16,7 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,6 +24,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from app.db import Database, now
 from app.errors import AuthenticationError, ConflictError, ConsultaError, NotFoundError, PermissionDeniedError
 from retrieval.types import SearchFilter
+
+if TYPE_CHECKING:
+    from app.audit import AuditLog
 
 Role = Literal["admin", "editor", "reader"]
 Permission = Literal["read", "write"]
@@ -131,7 +134,7 @@ class AccessControl:
                 raise ConflictError(f"a user named '{username}' already exists")
             cur = conn.execute("INSERT INTO users(username, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
                                (username, hashed, role, now()))
-            user_id = cur.lastrowid
+            user_id = cast(int, cur.lastrowid)  # set by the INSERT
         return self.user(user_id)
 
     def user(self, ref: int | str) -> User:
@@ -315,7 +318,7 @@ class AccessControl:
             raise ConsultaError("a grant goes to exactly one user or one group")
         if user is not None:
             return "user", self.user(user).id
-        return "group", self._group_id(conn, group)
+        return "group", self._group_id(conn, cast(str, group))  # exactly one of the two is given
 
     def grant(self, collection: str, permission: Permission, *, user: str | None = None,
               group: str | None = None) -> None:
@@ -355,6 +358,20 @@ def _check_password(password: str) -> None:
 
 def generate_password() -> str:
     return secrets.token_urlsafe(12)
+
+
+def ensure_first_admin(access: AccessControl, audit: AuditLog, username: str = "admin") -> tuple[str, str] | None:
+    """On a fresh install (no users yet), create an admin with a random password; returns (name, password)
+    the one time it does, None otherwise."""
+    if access.has_users():
+        return None
+    password = generate_password()
+    try:
+        access.create_user(username, "admin", password)
+    except ConflictError:  # another process made it first
+        return None
+    audit.record("user.create", username="(first run)", target=username, role="admin")
+    return username, password
 
 
 class LinkSigner:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from app.api.schemas import AskResponse, CitationOut, SourcesOut
 from app.conversations import standalone_question
 from app.errors import ConsultaError
-from ingest.language import detect_language
+from retrieval.language import detect_language
 from retrieval.types import SearchFilter
 
 if TYPE_CHECKING:

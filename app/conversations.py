@@ -6,6 +6,7 @@ model rewrites it, from the latest turns that fit a token budget, into a questio
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -93,7 +94,7 @@ class ConversationStore:
             conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (at, conversation_id))
         return mid
 
-    def messages(self, user_id: int, conversation_id: str) -> list[Message]:
+    def messages(self, user_id: int, conversation_id: str) -> builtins.list[Message]:
         self.get(user_id, conversation_id)
         with self.db.read() as conn:
             rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY created_at, rowid",

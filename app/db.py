@@ -10,10 +10,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import overload
 
 SCHEMA_VERSION = 1
 
@@ -176,7 +177,13 @@ class Database:
         finally:
             conn.close()
 
-    def meta(self, key: str, default_factory=None) -> str | None:
+    @overload
+    def meta(self, key: str) -> str | None: ...
+
+    @overload
+    def meta(self, key: str, default_factory: Callable[[], str]) -> str: ...
+
+    def meta(self, key: str, default_factory: Callable[[], str] | None = None) -> str | None:
         """A value from the meta table; with default_factory, one is made and stored when missing."""
         with self.read() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

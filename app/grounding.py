@@ -13,9 +13,9 @@ from typing import Protocol
 
 from app import prompts
 from app.answerability import ANSWER_TYPES, ASKING
-from ingest.language import language_scores
 from retrieval.bm25 import Analyzers
 from retrieval.compressor import split_sentences
+from retrieval.language import language_scores
 
 SHORT_WORDS = 12  # a draft of at most this many words is an answer span, shown with its supporting sentence
 QUOTE_WORDS = 40  # a quoted sentence longer than this is cut to the words around the answer

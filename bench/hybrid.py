@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from embedders import SETS as EMBEDDER_SETS  # noqa: E402  (bench/embedders.py, beside this file)
 from embedders import load_beir, metrics  # noqa: E402
 
-from ingest.language import detect_language  # noqa: E402
 from retrieval.bm25 import Bm25Params  # noqa: E402
 from retrieval.embedder import E5Embedder, SentenceTransformerEmbedder, UseEmbedder  # noqa: E402
+from retrieval.language import detect_language  # noqa: E402
 from retrieval.retriever import MODES, Retriever  # noqa: E402
 from retrieval.store import FaissStore, IndexIdentity  # noqa: E402
 from retrieval.types import Chunk  # noqa: E402

@@ -106,7 +106,8 @@ def main() -> None:
             a = assistant.answer(item["question"])
             gold_hit = any(by_file.get(c.source) in item["gold"] for c in a.citations)
             correct = (not a.refused) and any(norm(ans) in norm(a.text) for ans in item["answers"])
-            return {**item, "refused": a.refused, "best_score": round(max((s.score for s in a.sources), default=0), 3), "correct": correct, "citation_hit": gold_hit,
+            return {**item, "refused": a.refused, "best_score": round(max((s.score for s in a.sources), default=0), 3),
+                    "correct": correct, "citation_hit": gold_hit,
                     "ttft_ms": a.timings.get("ttft_ms"), "total_ms": a.timings["total_ms"],
                     "tokens": a.usage.get("completion_tokens", 0), "answer": a.text}
 

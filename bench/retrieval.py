@@ -60,14 +60,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embedders import load_beir, metrics  # noqa: E402
 from hybrid import BUILDERS, SETS, _cached, _pct  # noqa: E402
 
-from ingest.language import detect_language  # noqa: E402
 from retrieval.bm25 import Bm25Params  # noqa: E402
 from retrieval.compressor import ExtractiveCompressor  # noqa: E402
 from retrieval.expansion import QueryExpander  # noqa: E402
-from retrieval.reranker import (QUERY_LIKELIHOOD_BLEND, CrossEncoderReranker, LlmReranker,  # noqa: E402
-                                QueryLikelihoodReranker)
-from retrieval.reranker_training import (MANIFEST, SyntheticQuery, TrainingConfig, read_manifest,  # noqa: E402
-                                         train_reranker)
+from retrieval.language import detect_language  # noqa: E402
+from retrieval.reranker import (  # noqa: E402
+    MANIFEST,
+    QUERY_LIKELIHOOD_BLEND,
+    CrossEncoderReranker,
+    LlmReranker,
+    QueryLikelihoodReranker,
+    read_manifest,
+)
+from retrieval.reranker_training import SyntheticQuery, TrainingConfig, train_reranker  # noqa: E402
 from retrieval.retriever import Retriever  # noqa: E402
 from retrieval.store import FaissStore, IndexConfig, IndexIdentity  # noqa: E402
 from retrieval.types import Chunk  # noqa: E402

@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 err = Console(stderr=True, highlight=False)
 eval_cli = typer.Typer(help="Evaluate retrieval and answers on a dataset; write golden sets.", no_args_is_help=True)
@@ -53,7 +61,7 @@ def run(
     = False,
 ) -> None:
     """Evaluate the assistant on a dataset and write an HTML report plus JSON and Markdown summaries."""
-    from app.cli import _settings
+    from app.cli.common import load_cli_settings
     from eval.evaluate import EvalOptions, check_gates, evaluate, parse_gates
 
     gates = parse_gates(fail_under or [])
@@ -62,7 +70,7 @@ def run(
                           calibration_set=calibration_set, calibration_n=calibration_n, resume=resume,
                           command="consulta eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     with _progress_bar(disable=not err.is_terminal) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(phase: str, done: int, total: int | None) -> None:
             if phase not in tasks:
@@ -71,7 +79,7 @@ def run(
             if not err.is_terminal and total and (done == total or done % max(1, total // 10) == 0):
                 err.print(f"{phase}: {done}/{total}")  # a log line instead of the bar, ~every 10%
 
-        result = evaluate(_settings(), options, progress)
+        result = evaluate(load_cli_settings(), options, progress)
     failures = check_gates(result, gates)
     first = result["configs"][0]
     if as_json:
@@ -121,10 +129,10 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary")] = False,
 ) -> None:
     """Write a golden set from the indexed documents with the local LLM, for people to review and edit."""
-    from app.cli import _services
+    from app.cli.common import build_services
     from eval.generate import generate_golden
 
-    services = _services()
+    services = build_services()
     try:
         with _progress_bar(disable=not err.is_terminal) as bar:
             task = bar.add_task("writing questions", total=n)

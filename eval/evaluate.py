@@ -119,7 +119,8 @@ def evaluate(base: Settings, options: EvalOptions, progress: Progress | None = N
         "dataset": {"name": dataset.name, "format": dataset.format, "path": str(dataset.path), "unit": dataset.unit,
                     "limit": options.limit, "seed": options.seed},
         "k": options.k, "calibration": calibration,
-        "configs": [{"name": res.config.name, "file": res.config.file, "settings": _settings_summary(res.config.settings),
+        "configs": [{"name": res.config.name, "file": res.config.file,
+                     "settings": _settings_summary(res.config.settings),
                      "metrics": aggregate(res.rows, dataset, options.k, res.wall_s, res.asked),
                      "wall_s": round(res.wall_s, 1), "index": res.index,
                      "failed": sum(map(failed, res.rows)), "asked": res.asked} for res in results],
@@ -140,7 +141,7 @@ def evaluate(base: Settings, options: EvalOptions, progress: Progress | None = N
 def _judge(runner: EvalRunner, settings: Settings, rows: list[dict[str, Any]], dataset: Dataset,
            options: EvalOptions, progress: Progress | None) -> dict[str, Any]:
     """Judges the rows (each fitted to the per-request context) and calibrates the judge; returns the calibration."""
-    services = Services(runner.eval_settings(RunConfig("judge", settings), _NoIndex(runner.root), True))
+    services = Services(runner.eval_settings(RunConfig("judge", settings), runner.root / "judge", True))
     try:
         judge = TriadJudge(services.generator, context_tokens=settings.serving.n_ctx // settings.serving.max_sequences)
         workers = options.concurrency or settings.serving.max_sequences
@@ -156,10 +157,3 @@ def _judge(runner: EvalRunner, settings: Settings, rows: list[dict[str, Any]], d
             return {"error": f"calibration on {cal_set} failed: {type(e).__name__}: {e}", "judge": judge.model_id}
     finally:
         services.close()
-
-
-class _NoIndex:
-    """Stands in for an EvalIndex when only the generator is needed (the judge)."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "judge"

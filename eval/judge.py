@@ -144,7 +144,8 @@ class TriadJudge:
         return sum(self.generator.count_tokens(m["content"]) + 4 for m in messages) + TEMPLATE_MARGIN
 
     def _fit(self, passages: Sequence[str], budget: int) -> str:
-        out, used = [], 0
+        out: list[str] = []
+        used = 0
         count = self.generator.count_tokens
         for n, p in enumerate(passages, start=1):
             block = f"[{n}] {' '.join(p.split())}"
@@ -258,7 +259,7 @@ def calibrate(judge: TriadJudge, squad_dir: Path, cache_dir: Path, *, n: int = 1
 
     with ThreadPoolExecutor(concurrency) as pool:
         verdicts = list(pool.map(run, cases))
-    result: dict[str, Any] = {"judge": judge.model_id, "rubric": RUBRIC_VERSION, "set": squad_dir.name,
+    result = {"judge": judge.model_id, "rubric": RUBRIC_VERSION, "set": squad_dir.name,
                               "cases": len(cases), "questions": n, "seed": seed}
     for crit, label in (("faithfulness", "faithful"), ("context_relevance", "relevant")):
         pairs = [(getattr(v, crit) >= 0.5, c[label]) for v, c in zip(verdicts, cases, strict=True)

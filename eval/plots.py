@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#4b5563")
@@ -53,7 +53,7 @@ def _legend(names: Sequence[str], x: float, y: float) -> str:
                    for i, n in enumerate(names))
 
 
-def box_plot(groups: dict[str, Sequence[float]], *, title: str, unit: str = "ms", width: int = 900,
+def box_plot(groups: Mapping[str, Sequence[float]], *, title: str, unit: str = "ms", width: int = 900,
              row_h: int = 34) -> str:
     """One horizontal box (quartiles, whiskers at min/max, median line) plus the points, per group."""
     groups = {k: sorted(v) for k, v in groups.items() if v}

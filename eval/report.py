@@ -139,7 +139,8 @@ function applyFilter(){
   const q=document.getElementById('search').value.toLowerCase();
   let shown=0;
   for(const tr of document.querySelectorAll('#rows tbody tr')){
-    const ok=(!only||tr.dataset.fail==='1')&&(!cfg||tr.dataset.config===cfg)&&(!q||tr.textContent.toLowerCase().includes(q));
+    const ok=(!only||tr.dataset.fail==='1')&&(!cfg||tr.dataset.config===cfg)
+      &&(!q||tr.textContent.toLowerCase().includes(q));
     tr.style.display=ok?'':'none'; if(ok) shown++;
   }
   document.getElementById('shown').textContent=shown;
@@ -149,7 +150,8 @@ function applyFilter(){
 
 def _row_html(r: dict[str, Any]) -> str:
     retrieved = "<br>".join(
-        f'<span class="{"rel" if h["relevant"] else ""}">{escape(h.get("label") or h["source"])}</span> <span class="muted">{h["score"]:.3f}</span>'
+        f'<span class="{"rel" if h["relevant"] else ""}">{escape(h.get("label") or h["source"])}</span> '
+        f'<span class="muted">{h["score"]:.3f}</span>'
         for h in r.get("retrieved", []))
     answer = ""
     if failed(r):

@@ -197,9 +197,9 @@ class EvalRunner:
 
     # -- per config -----------------------------------------------------------------------------------
 
-    def eval_settings(self, config: RunConfig, index: EvalIndex, generative: bool) -> Settings:
+    def eval_settings(self, config: RunConfig, data_dir: Path, generative: bool) -> Settings:
         s = config.settings
-        update: dict[str, Any] = {"data_dir": index.dir}
+        update: dict[str, Any] = {"data_dir": data_dir}
         if generative and s.serving.backend == "local":
             model = resolve_model(s.serving.model, s.models_dir)
             update["serving"] = s.serving.model_copy(update={"model": str(model)})
@@ -208,7 +208,7 @@ class EvalRunner:
     def build_index(self, dataset: Dataset, config: RunConfig) -> tuple[EvalIndex, Services, dict[str, Any]]:
         index = EvalIndex(dataset, config.settings, self.root)
         index.write_documents()
-        services = Services(self.eval_settings(config, index, dataset.generative))
+        services = Services(self.eval_settings(config, index.dir, dataset.generative))
         t = time.perf_counter()
         report = services.pipeline.ingest(index.paths, COLLECTION,
                                           progress=lambda name, d, n: self.progress(f"{config.name}: indexing",
@@ -288,7 +288,7 @@ class EvalRunner:
         hits = retriever.retrieve(item.question, max(self.k * 3, 30))
         retrieval_ms = (time.perf_counter() - t) * 1000
         ranked = M.dedupe([index.unit_of(h.chunk) for h in hits])[: self.k]
-        first = {}
+        first: dict[str, Any] = {}
         for h in hits:
             first.setdefault(index.unit_of(h.chunk), h)
         row.update({
@@ -339,7 +339,7 @@ class EvalRunner:
                 f"ndcg@{k}": M.ndcg_at_k(ranked, relevant, k), f"recall@{k}": M.recall_at_k(ranked, relevant, k)}
 
     @staticmethod
-    def answer_scores(item: EvalItem, text: str, refused: bool) -> dict[str, float]:
+    def answer_scores(item: EvalItem, text: str, refused: bool) -> dict[str, float | None]:
         if item.impossible or not item.answers:
             return {}
         numeric = M.numeric_match(text, item.answers)
@@ -367,8 +367,8 @@ class EvalRunner:
             pool = list(services.store.load().chunks())
             avoid = {i.question: set(i.relevant) for i in dataset.items}
             noisy = copy.copy(services.assistant)  # the same pipeline, over a retriever that adds distractors
-            noisy.retriever = DistractorRetriever(services.retriever, pool, self.noise, index.unit_of, avoid,
-                                                  self.seed)
+            noisy.retriever = DistractorRetriever(  # type: ignore[assignment]  # wraps the Retriever, duck-typed
+                services.retriever, pool, self.noise, index.unit_of, avoid, self.seed)
         except Exception as e:  # noqa: BLE001 - every row waiting for the pass fails with it, the run goes on
             for row in todo:
                 self._fail(row, "adding distractors", e)

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from ingest.document import Document
 from ingest.errors import FileFormatError
+from ingest.office import DocxLoader, HtmlLoader
+from ingest.text import decode_text, markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -19,32 +21,6 @@ class Loader(Protocol):
     suffixes: tuple[str, ...]
 
     def load(self, path: Path) -> Document: ...
-
-
-def decode_text(raw: bytes) -> tuple[str, str]:
-    """Bytes of a text file -> (text, encoding): UTF-8 (with or without BOM), else charset-normalizer's guess."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes
-
-    # Our documents are English, Spanish and Catalan: Western encodings first (unrestricted, the detector can
-    # read short Catalan in cp1252 as Vietnamese cp1258), then anything charset-normalizer recognises.
-    for isolation in (_WESTERN_ENCODINGS, None):
-        best = from_bytes(raw, cp_isolation=isolation).best()
-        if best is not None and best.chaos < 0.2:
-            return str(best), best.encoding
-    return raw.decode("cp1252", errors="replace"), "cp1252"
-
-
-_WESTERN_ENCODINGS = ["utf_16", "utf_32", "cp1252", "latin_1", "iso8859_15", "cp850", "mac_roman"]
-
-
-def _decode_text(path: Path, raw: bytes) -> str:
-    return decode_text(raw)[0]
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -71,7 +47,7 @@ def markdown_sections(text: str) -> list[tuple[int, str]]:
 
 
 class TextLoader:
-    suffixes = (".txt", ".text", ".log")
+    suffixes: tuple[str, ...] = (".txt", ".text", ".log")
 
     def load(self, path: Path) -> Document:
         text, encoding = decode_text(path.read_bytes())
@@ -81,7 +57,7 @@ class TextLoader:
 
 
 class MarkdownLoader:
-    suffixes = (".md", ".markdown")
+    suffixes: tuple[str, ...] = (".md", ".markdown")
 
     def load(self, path: Path) -> Document:
         text, encoding = decode_text(path.read_bytes())
@@ -108,7 +84,7 @@ class PdfLoader:
     meta["pages_without_text"] (blank pages, which draw nothing, are not); a PDF with no text at all is refused.
     """
 
-    suffixes = (".pdf",)
+    suffixes: tuple[str, ...] = (".pdf",)
 
     def __init__(self, max_pages: int = 5000, *, tables: bool = True, min_rules_for_tables: int = 3) -> None:
         self.max_pages = max_pages
@@ -278,8 +254,6 @@ def _split_stacked_rows(rows: list[list[str]]) -> list[list[str]]:
 
 def _page_with_tables(page) -> str | None:
     """The page's text with each ruled table as a Markdown table in its place; None when it has none."""
-    from ingest.office import markdown_table
-
     tables = [t for t in page.find_tables() if len(t.rows) >= 2]
     if not tables:
         return None
@@ -312,8 +286,6 @@ def _page_with_tables(page) -> str | None:
 
 
 def default_loaders(max_pages: int = 5000, *, pdf_tables: bool = True) -> dict[str, Loader]:
-    from ingest.office import DocxLoader, HtmlLoader  # imports this module's helpers
-
     loaders: list[Loader] = [PdfLoader(max_pages, tables=pdf_tables), MarkdownLoader(), TextLoader(), DocxLoader(),
                              HtmlLoader()]
     return {suffix: loader for loader in loaders for suffix in loader.suffixes}

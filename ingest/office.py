@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 from ingest.document import Document
 from ingest.errors import FileFormatError
-from ingest.loaders import _decode_text
+from ingest.text import decode_text, markdown_table
 
 logger = logging.getLogger(__name__)
-
-
-def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows of cell texts as a Markdown table; the first row is the header, short rows are padded."""
-    rows = [[" ".join(c.split()).replace("|", "\\|") for c in r] for r in rows if any(c.strip() for c in r)]
-    if not rows:
-        return ""
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * width]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
 
 
 class _TextBuilder:
@@ -71,7 +58,7 @@ _DOCX_HEADING = re.compile(r"^heading\s+([1-6])$", re.IGNORECASE)
 class DocxLoader:
     """Word paragraphs and tables in body order; "Title" and "Heading 1".."Heading 6" give sections."""
 
-    suffixes = (".docx",)
+    suffixes: tuple[str, ...] = (".docx",)
 
     def load(self, path: Path) -> Document:
         import docx
@@ -124,12 +111,12 @@ _HTML_BLOCKS = {"p", "div", "section", "article", "main", "header", "footer", "a
 class HtmlLoader:
     """HTML text in reading order (BeautifulSoup, stdlib parser); h1..h6 give sections, <title> the title."""
 
-    suffixes = (".html", ".htm")
+    suffixes: tuple[str, ...] = (".html", ".htm")
 
     def load(self, path: Path) -> Document:
         from bs4 import BeautifulSoup
 
-        html = _decode_text(path, path.read_bytes())
+        html = decode_text(path.read_bytes())[0]
         try:
             soup = BeautifulSoup(html, "html.parser")
         except Exception as e:  # noqa: BLE001 - the parser is lenient; anything it raises means unreadable

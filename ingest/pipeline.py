@@ -16,10 +16,10 @@ import numpy as np
 from ingest.chunker import Chunker
 from ingest.document import Document, context_line, display_title, document_id_for
 from ingest.errors import FileFormatError, IndexSettingsMismatchError, InputPathError
-from ingest.language import detect_language
 from ingest.loaders import Loader
 from ingest.workers import ParsePool, read_file
 from retrieval.embedder import Embedder
+from retrieval.language import detect_language
 from retrieval.store import ENGLISH_FIELD, MAIN_FIELD, IndexIdentity, StoreWriter, VectorStore
 from retrieval.types import Chunk, chunk_id_for
 

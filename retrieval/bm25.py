@@ -1,4 +1,5 @@
-"""BM25 over chunk texts (term counts in a scipy sparse matrix), with stopwords and Snowball stemming for English, Spanish and Catalan.
+"""BM25 over chunk texts (term counts in a scipy sparse matrix), with stopwords and Snowball stemming for English,
+Spanish and Catalan.
 
 Each chunk is analysed in its own language (`meta["language"]`); a query is analysed in the language the
 caller gives (the Retriever takes it from an injected detector). Analysis: NFKC, lower case, Catalan
@@ -179,7 +180,9 @@ class Bm25Index:
             raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
         if not texts:
             return
-        indptr, cols, counts = [0], [], []
+        indptr: list[int] = [0]
+        cols: list[int] = []
+        counts: list[int] = []
         for text, lang in zip(texts, languages, strict=True):
             tf: dict[int, int] = {}
             for term in self.analyzers.get(lang).terms(text):

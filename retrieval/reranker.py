@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from retrieval.reranker_training import read_manifest
 from retrieval.types import Hit
+
+MANIFEST = "consulta-reranker.json"  # beside a trained CrossEncoder: what it was trained on, its first-stage blend
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest `consulta reranker train` wrote into a model folder; None when there is none."""
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 class Reranker(Protocol):
@@ -82,7 +92,7 @@ class CrossEncoderReranker:
         self.top = top
         self.blend = blend if blend is not None else _trained_blend(path)
         self.max_length = max_length
-        self._model = None
+        self._model: Any = None  # loaded by warm_up
 
     def warm_up(self) -> None:
         if self._model is None:

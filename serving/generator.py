@@ -117,8 +117,13 @@ class NextTokenScorer(Protocol):
     """A backend that can score prompts without generating (LLM re-ranking: yes/no judgements and query
     likelihood; classification).
 
-    `BatchingEngine` implements it; prompts are raw text (apply a chat template first if wanted).
+    `BatchingEngine` implements it; prompts are raw text: `format_chat` applies the model's chat template. Callers
+    check for it with `isinstance(generator, NextTokenScorer)` (a remote generator does not score).
     """
+
+    def format_chat(self, messages: Sequence[Message]) -> str:
+        """The model's prompt text for a chat, ending where the assistant's answer starts."""
+        ...
 
     def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[dict[str, float]]:
         """For each prompt, {candidate: log-probability of the candidate's first token coming next}."""

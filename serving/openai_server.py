@@ -164,7 +164,7 @@ def timings(c: Completion) -> dict[str, float | None]:
             "tokens_per_s": r(1000.0 / tpot) if tpot else None}
 
 
-def _usage(c: Completion) -> dict[str, int]:
+def _usage(c: Completion) -> dict[str, Any]:
     return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
             "total_tokens": c.prompt_tokens + c.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": c.extra.get("cached_tokens", 0)}}
@@ -186,7 +186,7 @@ def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens:
     async def generator() -> Generator:
         return await anyio.to_thread.run_sync(get_generator)
 
-    async def handle(kind: str, body: _SamplingBody, request: Request):
+    async def handle(kind: str, body: Any, request: Request):  # ChatCompletionRequest or CompletionRequest
         created = int(time.time())
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         try:
@@ -202,7 +202,7 @@ def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens:
                     raise ValueError("this backend serves chat completions only (use /v1/chat/completions)")
                 submit = lambda: gen.stream_prompt(prompt, params)  # noqa: E731
             # submitting tokenizes and may refuse (busy, too long): done before any byte is sent
-            stream = await anyio.to_thread.run_sync(submit)
+            stream: Any = await anyio.to_thread.run_sync(submit)  # the engine's stream, async-iterable
         except Exception as exc:  # noqa: BLE001 - mapped to an OpenAI-style error body
             status, err = _status(exc)
             if err == "internal":

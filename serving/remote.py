@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from serving.generator import (
-    drain,
     Completion,
     EngineBusyError,
     GenerationError,
@@ -23,6 +22,7 @@ from serving.generator import (
     PromptTooLongError,
     SamplingParams,
     ServingError,
+    drain,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class OpenAIRemoteGenerator:
         """Send the request; HTTP errors are raised here, before any text is read."""
         if self._client is None:
             self.warm_up()
+        client = self._client
+        assert client is not None  # warm_up made it
         body: dict = {
             "model": self.model_id,
             "messages": [dict(m) for m in messages],
@@ -73,9 +75,9 @@ class OpenAIRemoteGenerator:
         started = time.perf_counter()
         logger.debug("POST %s/chat/completions: %d messages, max_tokens=%d", self.base_url, len(messages),
                      params.max_tokens)
-        request = self._client.build_request("POST", f"{self.base_url}/chat/completions", json=body)
+        request = client.build_request("POST", f"{self.base_url}/chat/completions", json=body)
         try:
-            response = self._client.send(request, stream=True)
+            response = client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise GenerationError(f"request to {self.base_url} failed: {exc}") from exc
         if response.status_code >= 400:

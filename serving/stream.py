@@ -46,7 +46,7 @@ class Request:
     cancelled: bool = False  # set by the consumer, read by the decode thread
     finished: bool = False  # set by the decode thread once the final event is posted
     _events: queue.Queue = field(default_factory=queue.Queue)
-    _wake: Callable[[], None] | None = None
+    _wake: Callable[[], object] | None = None  # called after each event is posted (the async consumer's)
 
     @property
     def scoring(self) -> bool:
@@ -71,7 +71,7 @@ class Request:
             c.extra["error"] = str(error)
         self._put(_Final(error))
 
-    def _put(self, event: object) -> None:
+    def _put(self, event: str | _Final) -> None:
         self._events.put(event)
         wake = self._wake
         if wake is not None:
@@ -81,13 +81,13 @@ class Request:
                 pass
 
     # -- consumer side ------------------------------------------------------------------
-    def next_event(self, timeout: float) -> object | None:
+    def next_event(self, timeout: float) -> str | _Final | None:
         try:
             return self._events.get(timeout=timeout)
         except queue.Empty:
             return None
 
-    def next_event_nowait(self) -> object | None:
+    def next_event_nowait(self) -> str | _Final | None:
         try:
             return self._events.get_nowait()
         except queue.Empty:

@@ -81,14 +81,15 @@ def base_env(tmp_path_factory) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "consulta", *args], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def api_env(base_env, tmp_path_factory) -> dict[str, str]:
     """The environment of the `api_server` process (its own data dir)."""
-    return {**base_env, "CONSULTA_DATA_DIR": str(tmp_path_factory.mktemp("api-data")), "CONSULTA_API__MAX_UPLOAD_MB": "1"}
+    return {**base_env, "CONSULTA_DATA_DIR": str(tmp_path_factory.mktemp("api-data")),
+            "CONSULTA_API__MAX_UPLOAD_MB": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +109,7 @@ def api_server(api_env, api_admin_key, corpus_dir, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     port = free_port()
     log = open(tmp_path_factory.mktemp("api-log") / "api.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "consulta", "serve", "--port", str(port)], env=env, cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

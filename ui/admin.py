@@ -51,7 +51,7 @@ def engine_health(metrics_text: str) -> EngineHealth:
         waiting=values.get(f"{ENGINE}_requests_waiting"),
         running=values.get(f"{ENGINE}_requests_running"),
         tokens_per_s=values.get(f"{ENGINE}_tokens_per_second"),
-        ttft_mean_s=total / count if count else None,
+        ttft_mean_s=total / count if count and total is not None else None,
         ttft_p50_s=_quantile(sorted(buckets), 0.5) if count else None,
         requests=values.get(f"{ENGINE}_requests_total", values.get(f"{ENGINE}_requests")),
         kv_usage=values.get(f"{ENGINE}_kv_usage_ratio"),

@@ -11,6 +11,7 @@ from ui.client import ApiError
 from ui.context import ALL_COLLECTIONS, COLLECTION, CONVERSATION, LANG, TURNS, PageContext, sign_out
 from ui.i18n import LANGUAGES
 from ui.markup import plain
+from ui.turns import turns_from
 
 MAX_CONVERSATIONS = 30
 
@@ -51,8 +52,6 @@ def _sign_out(ctx: PageContext) -> None:
 
 
 def _open_conversation(ctx: PageContext, conversation_id: str | None) -> None:
-    from ui.chat import turns_from  # the chat page owns the shape of a turn
-
     st.session_state[CONVERSATION] = conversation_id
     st.session_state[TURNS] = []
     if conversation_id is None:

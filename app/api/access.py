@@ -182,5 +182,6 @@ def audit(s: ServicesDep, admin: AdminDep, user: str | None = None, action: str 
           offset: int = 0) -> AuditResponse:
     """The audit log, newest first: who asked what where, who ingested or deleted what, who changed access.
     `action` matches as a prefix ('document.' gives ingests and deletions)."""
-    return AuditResponse(entries=s.audit.query(username=user, action=action, collection=collection, since=since,
-                                               limit=max(1, min(limit, 1000)), offset=max(0, offset)))
+    entries = s.audit.query(username=user, action=action, collection=collection, since=since,
+                            limit=max(1, min(limit, 1000)), offset=max(0, offset))
+    return AuditResponse.model_validate({"entries": entries})

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import Principal
+from app.container import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An API key (`consulta users key NAME`) or a session token "
                      "from POST /v1/auth/login")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key, as an alternative header")
 
 
-def get_services(request: Request):
+def get_services(request: Request) -> Services:
     """The Services the app was created with."""
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
-ServicesDep = Annotated[Any, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def bearer_token(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],

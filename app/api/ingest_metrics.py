@@ -10,9 +10,12 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from app.container import Services
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +23,7 @@ JOB_STATUSES = ("queued", "running", "done", "failed")
 
 
 class IngestCollector:
-    def __init__(self, services: Any, recent_jobs: int = 1000) -> None:
+    def __init__(self, services: Services, recent_jobs: int = 1000) -> None:
         self.services = services
         self.recent_jobs = recent_jobs
 

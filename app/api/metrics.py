@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from app.container import Services
 
 ENGINE_HISTOGRAMS = {
     "ttft_seconds": ("time_to_first_token_seconds", "Submit to first generated token"),
@@ -37,7 +40,7 @@ ENGINE_HISTOGRAMS = {
 class EngineCollector(Collector):
     """Reads the generator's `stats()` when Prometheus scrapes; nothing while the model is not loaded."""
 
-    def __init__(self, services: Any, prefix: str = "consulta_engine") -> None:
+    def __init__(self, services: Services, prefix: str = "consulta_engine") -> None:
         self._services = services
         self._prefix = prefix
 
@@ -66,7 +69,7 @@ class EngineCollector(Collector):
             return c
 
         total = stats.get("kv_cells_total") or 0
-        families = [
+        families: list[Any] = [
             gauge("requests_running", "Requests holding a decode slot", stats["running"]),
             gauge("requests_waiting", "Requests queued for a slot", stats["waiting"]),
             gauge("slots", "Decode slots (sequences decoded together)", stats["slots"]),
@@ -132,7 +135,7 @@ class HttpMetricsMiddleware:
             self._latency.labels(method, path).observe(time.perf_counter() - started)
 
 
-def install_metrics(app: FastAPI, services: Any) -> CollectorRegistry:
+def install_metrics(app: FastAPI, services: Services) -> CollectorRegistry:
     """Add GET /metrics, the request middleware and the engine collector to `app`; returns the registry."""
     registry = CollectorRegistry()
     requests = Counter("consulta_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry)

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -43,6 +43,9 @@ from retrieval.errors import EmbedderMismatchError, IndexNotFoundError, IndexWri
 from retrieval.types import SearchFilter
 from serving.generator import EngineBusyError, PromptTooLongError, ServingError
 from serving.openai_server import openai_router
+
+if TYPE_CHECKING:
+    from app.container import Services
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ async def _ask_stream(events: Events, first: tuple[str, Any],
         events.close()  # the chat service closes the assistant's stream: cancels generation, frees the KV cache
 
 
-def _warm_up(services) -> None:
+def _warm_up(services: Services) -> None:
     try:
         services.retriever.warm_up()
         services.assistant  # noqa: B018 - builds and warms the generator
@@ -129,7 +132,7 @@ def _warm_up(services) -> None:
         logger.warning("warm-up failed: %s", e)
 
 
-def _read_filter(s, principal: Principal, collection: str | None) -> SearchFilter | None:
+def _read_filter(s: Services, principal: Principal, collection: str | None) -> SearchFilter | None:
     """The search filter for this caller: an unknown collection and one they may not read look the same (404)."""
     if collection is not None:
         known = {d["collection"] for d in _documents(s)}
@@ -138,7 +141,7 @@ def _read_filter(s, principal: Principal, collection: str | None) -> SearchFilte
     return principal.search_filter(collection)
 
 
-def create_app(services) -> FastAPI:
+def create_app(services: Services) -> FastAPI:
     """The API over one Services instance (the composition root builds it; tests pass their own)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -171,7 +174,7 @@ def create_app(services) -> FastAPI:
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else first.get("msg"))
+        return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
     @app.get("/health", response_model=HealthResponse, tags=["system"])
     def health(s: ServicesDep, token: TokenDep) -> HealthResponse:

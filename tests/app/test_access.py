@@ -106,7 +106,8 @@ def test_reader_cannot_change_documents_or_administer(world):
     rita, admin = world["rita"], world["admin"]
     vault_doc = next(d for d in admin.get("/v1/documents", params={"collection": "vault"}).json()["documents"])
     assert rita.delete(f"/v1/documents/{vault_doc['document_id']}").status_code == 404  # not even its existence
-    r = rita.post("/v1/documents", data={"collection": "demo"}, files=[("files", ("x.md", b"# x\n\nx", "text/markdown"))])
+    r = rita.post("/v1/documents", data={"collection": "demo"},
+                  files=[("files", ("x.md", b"# x\n\nx", "text/markdown"))])
     assert r.status_code == 403 and r.json()["error"]["type"] == "forbidden"
     for path in ("/v1/users", "/v1/audit", "/v1/grants"):
         assert rita.get(path).status_code == 403

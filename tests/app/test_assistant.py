@@ -23,7 +23,8 @@ PAGES = [
     "BANANA. Staff travelling to high-risk countries must register with the security office.",
     "Sección 4: Teletrabajo. El personal puede teletrabajar dos días por semana con la aprobación de su "
     "responsable directo.",
-    "Secció 5: Vacances. El personal té dret a 25 dies de vacances pagades cada any, que es poden gaudir fins al 31 de gener de l'any següent.",
+    "Secció 5: Vacances. El personal té dret a 25 dies de vacances pagades cada any, que es poden gaudir fins al "
+    "31 de gener de l'any següent.",
 ]
 
 

@@ -53,5 +53,6 @@ def test_searches_during_ingestion_never_fail_and_find_every_new_document(tmp_pa
     assert searches > 0
     for i, code in enumerate(codes):
         hits = services.retriever.retrieve(code, 2, SearchFilter(collections=("c",)))
-        assert hits and hits[0].chunk.meta["source"].endswith(f"p{i}.md"), (code, [h.chunk.meta["source"] for h in hits])
+        assert hits and hits[0].chunk.meta["source"].endswith(f"p{i}.md"), (code,
+                                                                            [h.chunk.meta["source"] for h in hits])
     services.close()

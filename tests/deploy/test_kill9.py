@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "consulta", "serve", "--port", str(port)], env=env, cwd=REPO,
                             stdout=open(log, "a"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

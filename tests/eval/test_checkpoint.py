@@ -50,7 +50,7 @@ def test_resume_after_a_kill_asks_only_the_missing_questions(tmp_path, eval_env)
     args = ["eval", "run", "--dataset", str(dataset), "--no-judge", "--json", "--concurrency", "1"]
     checkpoints = tmp_path / "data" / "eval" / "checkpoints"
     with (tmp_path / "killed.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, cwd=REPO, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "consulta", *args], env=env, cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while True:  # kill -9 once three questions are in the checkpoint

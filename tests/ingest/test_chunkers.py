@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.chunker import (DoublePassChunker, RecursiveChunker, SemanticChunker, SentenceWindowChunker,
-                            build_chunker, sentence_spans)
+from ingest.chunker import (
+    DoublePassChunker,
+    RecursiveChunker,
+    SemanticChunker,
+    SentenceWindowChunker,
+    build_chunker,
+    sentence_spans,
+)
 from ingest.document import Document
 from ingest.errors import IndexSettingsMismatchError
 from ingest.loaders import default_loaders

@@ -47,7 +47,7 @@ def test_kill_9_mid_ingest_leaves_the_previous_index_loadable_and_consistent(bas
     for n in range(30):
         (many / f"series-{n:02d}.md").write_text(f"# Series {n}\n\n" + "\n\n".join(
             PARAGRAPH.format(i=n * 10 + k, y=5 + k, d=k + 1) * 2 for k in range(3)))
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ingest", str(many), str(first), "--json"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "consulta", "ingest", str(many), str(first), "--json"], env=env,
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     deadline = time.monotonic() + 120

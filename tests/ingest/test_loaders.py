@@ -72,7 +72,8 @@ def test_pdf_without_text_layer_is_reported(tmp_path):
         PdfLoader().load(tmp_path / "scan.pdf")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "pdf/debian-docs").exists(), reason="the public PDFs in ../shared/data are not beside this checkout")
+@pytest.mark.skipif(not (SHARED_DATA / "pdf/debian-docs").exists(),
+                    reason="the public PDFs in ../shared/data are not beside this checkout")
 def test_real_catalan_manual_has_pages_and_outline_sections():
     doc = PdfLoader().load(SHARED_DATA / "pdf/debian-docs/maint-guide.ca.pdf")
     assert doc.meta["doc_pages"] == len(doc.pages) > 20

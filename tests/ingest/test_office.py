@@ -9,7 +9,6 @@ import pytest
 from ingest.errors import FileFormatError
 from ingest.office import DocxLoader, HtmlLoader
 
-
 FILLER = ("Requests go through the staff portal at least two weeks ahead, and the manager answers within "
           "five working days; a request without an answer after that time counts as approved by default.")
 

@@ -8,11 +8,11 @@ import pytest
 
 from ingest.chunker import RecursiveChunker
 from ingest.document import context_line
-from ingest.language import detect_language
 from ingest.errors import InputPathError
 from ingest.loaders import default_loaders
 from ingest.pipeline import IngestPipeline
 from retrieval.errors import EmbedderMismatchError
+from retrieval.language import detect_language
 from retrieval.retriever import Retriever
 from retrieval.store import ENGLISH_FIELD, FaissStore
 from tests.conftest import HANDBOOK_PAGES, make_pdf

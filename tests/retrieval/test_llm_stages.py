@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.language import detect_language
 from retrieval.expansion import QueryExpander
+from retrieval.language import detect_language
 from retrieval.reranker import LlmReranker, QueryLikelihoodReranker
 from retrieval.retriever import Retriever
 from retrieval.store import FaissStore, IndexIdentity

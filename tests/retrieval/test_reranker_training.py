@@ -14,8 +14,16 @@ from pathlib import Path
 import pytest
 
 from retrieval.reranker import CrossEncoderReranker, interpolate
-from retrieval.reranker_training import (RerankerTrainingError, SyntheticQuery, TrainingConfig, clean_question,
-                                         mine_pairs, ranking_metrics, sweep_stale_training, train_cross_encoder)
+from retrieval.reranker_training import (
+    RerankerTrainingError,
+    SyntheticQuery,
+    TrainingConfig,
+    clean_question,
+    mine_pairs,
+    ranking_metrics,
+    sweep_stale_training,
+    train_cross_encoder,
+)
 from retrieval.types import Chunk, Hit
 from tests.retrieval.reranker_corpus import PASSAGES
 
@@ -142,7 +150,8 @@ def test_a_training_run_stopped_mid_way_leaves_the_previous_model_whole_and_no_l
         "from retrieval.reranker_training import mine_pairs, train_cross_encoder, TrainingConfig;"
         "pairs = mine_pairs(TRAIN, shuffled, TEXTS)[0] * 20;"
         "print('training', flush=True);"
-        "train_cross_encoder(pairs, __import__('pathlib').Path(sys.argv[2]), config=TrainingConfig(loss='pointwise', epochs=5))")
+        "train_cross_encoder(pairs, __import__('pathlib').Path(sys.argv[2]),"
+        " config=TrainingConfig(loss='pointwise', epochs=5))")
     proc = subprocess.Popen([sys.executable, "-c", script, str(REPO), str(trained)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:

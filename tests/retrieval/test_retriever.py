@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest.language import detect_language
+from retrieval.language import detect_language
 from retrieval.retriever import Retriever, reciprocal_rank_fusion, score_fusion
 from retrieval.store import ENGLISH_FIELD, MAIN_FIELD, FaissStore, IndexIdentity
 from retrieval.types import Chunk, Hit, SearchFilter

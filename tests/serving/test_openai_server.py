@@ -22,7 +22,6 @@ from serving.engine import BatchingEngine
 from serving.openai_server import openai_router
 
 
-
 class Server:
     """uvicorn in a thread on a free loopback port."""
 

@@ -1,8 +1,8 @@
 """Fixtures for the UI tests: a real Streamlit server per API, and headless Chromium.
 
 `api_server` (the base URL of a real `consulta serve` with the "demo" collection ingested; its admin
-signs in as ADMIN_USER / ADMIN_PASSWORD or uses `api_admin_key`) comes from tests/conftest.py. Chromium is Debian's (`apt-get install chromium`), never one
-downloaded by `playwright install`.
+signs in as ADMIN_USER / ADMIN_PASSWORD or uses `api_admin_key`) comes from tests/conftest.py. Chromium is
+Debian's (`apt-get install chromium`), never one downloaded by `playwright install`.
 """
 
 from __future__ import annotations

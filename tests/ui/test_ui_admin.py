@@ -36,5 +36,6 @@ def test_engine_health_reads_queue_throughput_and_time_to_first_token():
 
 
 def test_engine_health_is_empty_before_the_model_loads():
-    h = engine_health("# HELP consulta_http_requests_total HTTP requests\n# TYPE consulta_http_requests_total counter\n")
+    h = engine_health("# HELP consulta_http_requests_total HTTP requests\n"
+                      "# TYPE consulta_http_requests_total counter\n")
     assert h.running is None and h.ttft_mean_s is None and h.tokens_per_s is None

@@ -134,8 +134,8 @@ class FakeApi(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.requests.append(("POST", self.path, dict(self.headers), body))
         if self.path == "/v1/documents":
-            self._send(202, JOB | {"status": "queued", "progress": {"done": 0, "total": 1},
-                                   "files": [{"source": "b.pdf", "status": "failed", "error": "not a PDF"}]})  # fmt: skip
+            failed = {"source": "b.pdf", "status": "failed", "error": "not a PDF"}
+            self._send(202, JOB | {"status": "queued", "progress": {"done": 0, "total": 1}, "files": [failed]})
             return
         request = json.loads(body)
         if self.path == "/v1/auth/login":

@@ -1,4 +1,8 @@
-"""Language of a text among the ones Consulta serves (English, Spanish, Catalan)."""
+"""Language of a text among the ones Consulta serves (English, Spanish, Catalan).
+
+Used at ingestion (each chunk's language) and at query time (the BM25 analyser and the answer's language), so it sits
+here, in the bottom layer that imports nothing of ours.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Language detection of short questions (ingest/language.py): it picks the BM25 analyser for a query, so a
+"""Language detection of short questions (retrieval/language.py): it picks the BM25 analyser for a query, so a
 misread English question is stemmed as Catalan."""
 
 from __future__ import annotations
 
 import pytest
 
-from ingest.language import detect_language
+from retrieval.language import detect_language
 
 
 @pytest.mark.parametrize("text, language", [

@@ -10,19 +10,12 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from app.cli.common import JsonOpt, build_services, err
 
 users_cli = typer.Typer(help="Users, roles, API keys, groups, grants and the audit log.", no_args_is_help=True)
-err = Console(stderr=True, highlight=False)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 UserArg = Annotated[str, typer.Argument(help="User name")]
-
-
-def _services():
-    from app.cli import _services as services
-
-    return services()
 
 
 def _out(obj: Any, as_json: bool, text: str) -> None:
@@ -30,23 +23,6 @@ def _out(obj: Any, as_json: bool, text: str) -> None:
         sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
     else:
         sys.stdout.write(text + "\n")
-
-
-def ensure_first_admin(services, username: str = "admin") -> tuple[str, str] | None:
-    """On a fresh install (no users yet), create an admin with a random password; returns (name, password)
-    the one time it does, None otherwise."""
-    from app.auth import generate_password
-    from app.errors import ConflictError
-
-    if services.access.has_users():
-        return None
-    password = generate_password()
-    try:
-        services.access.create_user(username, "admin", password)
-    except ConflictError:  # another process made it first
-        return None
-    services.audit.record("user.create", username="(first run)", target=username, role="admin")
-    return username, password
 
 
 @users_cli.command("create-admin")
@@ -60,7 +36,7 @@ def create_admin(
     """Create an admin (the first one on a fresh install); prints its password and an API key once."""
     from app.auth import generate_password
 
-    s = _services()
+    s = build_services()
     if if_none and s.access.has_users():
         err.print("users exist already; nothing done")
         return
@@ -83,7 +59,7 @@ def create(
     """Create a user."""
     from app.auth import generate_password
 
-    s = _services()
+    s = build_services()
     secret = password or generate_password()
     user = s.access.create_user(username, role, secret)  # type: ignore[arg-type]
     s.audit.record("user.create", username="(cli)", target=username, role=role)
@@ -94,7 +70,7 @@ def create(
 @users_cli.command("list")
 def list_users(as_json: JsonOpt = False) -> None:
     """List users with their roles and groups."""
-    users = [u.to_dict() for u in _services().access.users()]
+    users = [u.to_dict() for u in build_services().access.users()]
     _out({"users": users}, as_json, "\n".join(
         f"{u['username']:<24} {u['role']:<7} {'disabled' if u['disabled'] else 'active  '} "
         f"{','.join(u['groups'])}" for u in users) or "no users")
@@ -107,7 +83,7 @@ def set_user(
     disable: Annotated[bool | None, typer.Option("--disable/--enable", help="Disable or enable the account")] = None,
 ) -> None:
     """Change a user's role, or disable/enable them."""
-    s = _services()
+    s = build_services()
     user = s.access.update_user(username, role=role, disabled=disable)  # type: ignore[arg-type]
     s.audit.record("user.update", username="(cli)", target=username, role=role, disabled=disable)
     err.print(f"{user.username}: {user.role}{' (disabled)' if user.disabled else ''}")
@@ -121,7 +97,7 @@ def reset_password(
     """Set a new password (ends the user's UI sessions)."""
     from app.auth import generate_password
 
-    s = _services()
+    s = build_services()
     secret = password or generate_password()
     s.access.update_user(username, password=secret)
     s.audit.record("user.update", username="(cli)", target=username, password="changed")
@@ -131,7 +107,7 @@ def reset_password(
 @users_cli.command("delete")
 def delete(username: UserArg) -> None:
     """Delete a user, their keys, conversations and grants."""
-    s = _services()
+    s = build_services()
     s.access.delete_user(username)
     s.audit.record("user.delete", username="(cli)", target=username)
     err.print(f"deleted {username}")
@@ -145,7 +121,7 @@ def key(
     as_json: JsonOpt = False,
 ) -> None:
     """Make an API key for a user; printed once, stored hashed."""
-    s = _services()
+    s = build_services()
     secret = s.access.create_api_key(username, name, days=days)
     s.audit.record("key.create", username="(cli)", target=username, name=name)
     _out({"username": username, "api_key": secret}, as_json, secret)
@@ -154,7 +130,7 @@ def key(
 @users_cli.command("keys")
 def keys(as_json: JsonOpt = False) -> None:
     """List API keys (their first characters only)."""
-    rows = _services().access.api_keys()
+    rows = build_services().access.api_keys()
     _out({"keys": rows}, as_json, "\n".join(f"{k['id']:>4} {k['prefix']}… {k['username']:<20} {k['name']} "
                                             f"{k['expires_at'] or ''}" for k in rows) or "no API keys")
 
@@ -162,7 +138,7 @@ def keys(as_json: JsonOpt = False) -> None:
 @users_cli.command("revoke-key")
 def revoke_key(key_id: Annotated[int, typer.Argument(help="The key's id (consulta users keys)")]) -> None:
     """Revoke an API key."""
-    s = _services()
+    s = build_services()
     s.access.revoke_key(key_id)
     s.audit.record("key.revoke", username="(cli)", target=str(key_id))
     err.print(f"revoked key {key_id}")
@@ -177,7 +153,7 @@ def group(
     """Create a group (if new) and add or remove members."""
     from app.errors import ConflictError
 
-    s = _services()
+    s = build_services()
     try:
         s.access.create_group(name)
         s.audit.record("group.create", username="(cli)", target=name)
@@ -194,7 +170,7 @@ def group(
 
 
 def _grant(collection: str, permission: str, user: str | None, group: str | None, revoke: bool) -> None:
-    s = _services()
+    s = build_services()
     if revoke:
         s.access.revoke(collection, permission, user=user, group=group)  # type: ignore[arg-type]
     else:
@@ -212,7 +188,8 @@ GroupOpt = Annotated[str | None, typer.Option("--group", help="Grant to this gro
 
 
 @users_cli.command("grant")
-def grant(collection: CollectionArg, permission: PermOpt = "read", user: UserOpt = None, group: GroupOpt = None) -> None:
+def grant(collection: CollectionArg, permission: PermOpt = "read", user: UserOpt = None,
+          group: GroupOpt = None) -> None:
     """Give a user or a group read or write on a collection."""
     _grant(collection, permission, user, group, revoke=False)
 
@@ -227,7 +204,7 @@ def revoke(collection: CollectionArg, permission: PermOpt = "read", user: UserOp
 @users_cli.command("grants")
 def grants(as_json: JsonOpt = False) -> None:
     """List grants."""
-    rows = _services().access.grants()
+    rows = build_services().access.grants()
     _out({"grants": rows}, as_json, "\n".join(
         f"{g['collection']:<20} {g['permission']:<6} {g.get('user') or 'group:' + str(g.get('group'))}"
         for g in rows) or "no grants")
@@ -242,7 +219,7 @@ def audit(
     as_json: JsonOpt = False,
 ) -> None:
     """Read the audit log, newest first."""
-    rows = _services().audit.query(username=user, action=action, collection=collection, limit=limit)
+    rows = build_services().audit.query(username=user, action=action, collection=collection, limit=limit)
     _out({"entries": rows}, as_json, "\n".join(
         f"{r['at']} {r['user'] or '-':<16} {r['action']:<18} {r['collection'] or '-':<14} {r['target'] or ''} "
         f"{json.dumps(r['detail'], ensure_ascii=False) if r['detail'] else ''}" for r in rows) or "no entries")

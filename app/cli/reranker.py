@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from app.cli.common import JsonOpt, build_services, err, load_cli_settings
 
 reranker_cli = typer.Typer(help="The cross-encoder re-ranker, fine-tuned on your own documents.",
                            no_args_is_help=True)
-err = Console(stderr=True, highlight=False)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
 def _describe(report: dict) -> str:
@@ -47,7 +45,6 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a cross-encoder on questions the local model writes about your passages (InPars-style)."""
-    from app.cli import _services
     from app.reranking import train_from_index
 
     last: dict[str, int] = {}
@@ -57,7 +54,7 @@ def train(
             last[stage] = done
             err.print(f"{stage}: {done}/{total}")
 
-    report = train_from_index(_services(), collection=collection, questions=questions, epochs=epochs, out=out,
+    report = train_from_index(build_services(), collection=collection, questions=questions, epochs=epochs, out=out,
                               base=base, seed=seed, progress=progress)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
@@ -69,11 +66,10 @@ def train(
 def show(path: Annotated[Path | None, typer.Argument(help="Model folder (default: the configured one)")] = None,
          as_json: JsonOpt = False) -> None:
     """What a trained re-ranker was trained on, and how it ranked its held-out questions."""
-    from app.cli import _settings
     from app.errors import ConsultaError
-    from retrieval.reranker_training import read_manifest
+    from retrieval.reranker import read_manifest
 
-    settings = _settings()
+    settings = load_cli_settings()
     folder = path or settings.retrieval.reranker_path or settings.reranker_dir
     info = read_manifest(folder)
     if info is None:

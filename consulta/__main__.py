@@ -1,0 +1,5 @@
+"""`python -m consulta`: the same as the `consulta` script."""
+
+from consulta.cli import main
+
+main()
