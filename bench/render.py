@@ -182,6 +182,7 @@ def answers_page(results: Path = RESULTS) -> str | None:
              "question. If you don't know the answer, say that you don't know.\"). Rates are shares of the "
              "answerable, unanswerable or answered questions (bench/answers.py says which); times are one user, "
              "questions asked one at a time.", "", _provenance(result, "answers.json"),
+             *[line for note in result.get("notes", []) for line in (note, "")],
              "| set | system | questions (unanswerable) | " + " | ".join(t for _, t in ANSWER_COLUMNS) + " |",
              "|---|---|---|" + "---:|" * len(ANSWER_COLUMNS)]
     for name, systems in result["results"].items():
