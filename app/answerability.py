@@ -102,6 +102,11 @@ class VerifierWeights:
                 "trained_on": self.trained_on}
 
 
+def _quotable(sentence: str) -> bool:
+    """A sentence fit to show as the answer's quote: not a heading, and at least a few words."""
+    return not sentence.lstrip().startswith("#") and len(sentence.split()) >= 5
+
+
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 
 Idf = Callable[[Sequence[str]], Sequence[float]]
@@ -128,12 +133,13 @@ class AnswerabilityVerifier:
         unique = sorted({text for _, text in spans})
         vectors = dict(zip(unique, self.embedder.embed_documents(unique), strict=True))
         q = np.asarray(self.embedder.embed_query(question))
-        best: dict[str, tuple[float, str]] = {}
+        top, best = -1.0, dict[str, tuple[float, str]]()
         for cid, text in spans:
             cos = float(vectors[text] @ q)
-            if cid not in best or cos > best[cid][0]:
+            top = max(top, cos)
+            if _quotable(text) and (cid not in best or cos > best[cid][0]):
                 best[cid] = (cos, text)
-        return max(c for c, _ in best.values()), {cid: text for cid, (_, text) in best.items()}
+        return top, {cid: text for cid, (_, text) in best.items()}
 
     def features(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
         return self._features(question, hits, language)[0]

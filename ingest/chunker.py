@@ -101,9 +101,23 @@ class RecursiveChunker:
                 if found < 0:
                     continue
                 start = found
-            if piece.strip():
+            if not piece.strip():
+                continue
+            if spans and _only_headings(spans[-1].text):  # a heading goes with the text under it
+                head = spans.pop()
+                spans.append(Span(head.start, base + start + len(piece), text[head.start - base:start + len(piece)]))
+            else:
                 spans.append(Span(base + start, base + start + len(piece), piece))
         return spans
+
+
+_HEADING = re.compile(r"#{1,6}\s\S.*")
+
+
+def _only_headings(text: str) -> bool:
+    """A piece of Markdown that is nothing but headings ("## Adding documents"): no chunk of its own."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return bool(lines) and all(_HEADING.fullmatch(line) for line in lines)
 
 
 # A sentence ends at . ! ? … (with closing quotes/brackets) before whitespace, at a blank line, or at a line

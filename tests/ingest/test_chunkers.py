@@ -163,3 +163,15 @@ def test_cli_refuses_another_chunker_until_reindex(base_env, tmp_path):
     r = run_cli(["ingest", str(tmp_path / "b.md"), "--json"], env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total_chunks"] == 2  # short sentences join the next: one chunk a file
+
+
+def test_a_markdown_heading_stays_with_the_text_under_it():
+    """A heading followed by a paragraph as long as a chunk is not a chunk of its own ("## Adding documents"
+    alone ranked first for a question about adding documents, and quoted as the answer)."""
+    para = ("Consulta reads PDF, Word, HTML, Markdown and text files and splits them into chunks. " * 9).strip()
+    text = f"# Guide\n\n## Adding documents\n\n{para}\n\n## Asking\n\n{para}"
+    spans = RecursiveChunker(chunk_size=800, chunk_overlap=100).split(Document("guide.md", text))
+    assert all(not s.text.strip().startswith("#") or "Consulta reads" in s.text for s in spans), \
+        [s.text[:40] for s in spans]
+    assert all(text[s.start:s.end] == s.text for s in spans)
+    assert any(s.text.startswith("# Guide\n\n## Adding documents\n\nConsulta reads") for s in spans)
