@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -178,6 +179,80 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+@dataclass
+class _Reply:
+    """One completion's OpenAI-shaped replies: the whole answer, or its stream of chunks."""
+
+    kind: str  # "chat" or "completion"
+    rid: str
+    created: int
+    model: str = "default"
+
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+
+    def body(self, c: Completion, text: str) -> dict:
+        if self.kind == "chat":
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                      "logprobs": None, "finish_reason": _finish_reason(c)}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish_reason(c)}
+            obj = "text_completion"
+        return {"id": self.rid, "object": obj, "created": self.created, "model": self.model, "choices": [choice],
+                "usage": _usage(c), "timings": timings(c)}
+
+    def chunk(self, delta: str | None, finish: str | None = None, role: bool = False) -> dict:
+        if self.kind == "chat":
+            d: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            if delta is not None:
+                d["content"] = delta
+            choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
+        return {"id": self.rid, "object": self.chunk_object, "created": self.created, "model": self.model,
+                "choices": [choice]}
+
+    async def whole(self, stream: Any, request: Request, echo: str) -> Any:
+        """Wait for the whole completion (cancelled when the client goes away) and answer it in one body."""
+        try:
+            async for _ in stream:
+                if await request.is_disconnected():  # nobody waits for the answer: free the slot
+                    logger.info("client went away; cancelling %s", self.rid)
+                    break
+        except Exception as exc:  # noqa: BLE001
+            status, err = _status(exc)
+            return _error(status, err, str(exc))
+        finally:
+            stream.cancel()  # a no-op once finished; frees the KV when the client went away
+        c = stream.completion
+        return self.body(c, echo + c.text)
+
+    async def events(self, stream: Any, echo: str, include_usage: bool) -> AsyncIterator[bytes]:
+        """The completion as server-sent chunks, then its usage (when asked) and [DONE]."""
+        try:
+            if self.kind == "chat":
+                yield _sse(self.chunk(None, role=True))
+            elif echo:
+                yield _sse(self.chunk(echo))
+            async for delta in stream:
+                yield _sse(self.chunk(delta))
+            c = stream.completion
+            last = self.chunk(None, _finish_reason(c))
+            last["timings"] = timings(c)
+            yield _sse(last)
+            if include_usage:
+                yield _sse({"id": self.rid, "object": self.chunk_object, "created": self.created,
+                            "model": self.model, "choices": [], "usage": _usage(c)})
+            yield b"data: [DONE]\n\n"
+        except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
+            status, err = _status(exc)
+            yield _sse({"error": {"message": str(exc), "type": err, "code": status}})
+        finally:
+            stream.cancel()  # the client went away (the task is cancelled): free the slot and its KV
+
+
 def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens: int = 512) -> APIRouter:
     """Routes under /v1 over the generator `get_generator()` returns (called per request, off the event loop:
     it may load the model the first time)."""
@@ -187,8 +262,8 @@ def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens:
         return await anyio.to_thread.run_sync(get_generator)
 
     async def handle(kind: str, body: Any, request: Request):  # ChatCompletionRequest or CompletionRequest
-        created = int(time.time())
-        rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
+        reply = _Reply(kind, ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24], int(time.time()))
+        prompt = ""
         try:
             gen = await generator()
             params = body.params(default_max_tokens)
@@ -208,70 +283,12 @@ def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens:
             if err == "internal":
                 logger.exception("unexpected error in %s completion", kind)
             return _error(status, err, str(exc) if err != "internal" else "internal error; see the server log")
-        model = getattr(gen, "model_id", body.model or "default")
-
-        def body_of(c: Completion, text: str) -> dict:
-            if kind == "chat":
-                choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                          "logprobs": None, "finish_reason": _finish_reason(c)}
-                obj = "chat.completion"
-            else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish_reason(c)}
-                obj = "text_completion"
-            return {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice],
-                    "usage": _usage(c), "timings": timings(c)}
-
+        reply.model = getattr(gen, "model_id", body.model or "default")
+        echo = prompt if kind == "completion" and body.echo else ""
         if not body.stream:
-            try:
-                async for _ in stream:
-                    if await request.is_disconnected():  # nobody waits for the answer: free the slot
-                        logger.info("client went away; cancelling %s", rid)
-                        break
-            except Exception as exc:  # noqa: BLE001
-                status, err = _status(exc)
-                return _error(status, err, str(exc))
-            finally:
-                stream.cancel()  # a no-op once finished; frees the KV when the client went away
-            c = stream.completion
-            text = (prompt + c.text) if kind == "completion" and body.echo else c.text
-            return body_of(c, text)
-
+            return await reply.whole(stream, request, echo)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-
-        def chunk(delta: str | None, finish: str | None = None, role: bool = False) -> dict:
-            if kind == "chat":
-                d: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-                if delta is not None:
-                    d["content"] = delta
-                choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
-            return {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                if kind == "chat":
-                    yield _sse(chunk(None, role=True))
-                elif body.echo:
-                    yield _sse(chunk(prompt))
-                async for delta in stream:
-                    yield _sse(chunk(delta))
-                c = stream.completion
-                last = chunk(None, _finish_reason(c))
-                last["timings"] = timings(c)
-                yield _sse(last)
-                if include_usage:
-                    yield _sse({"id": rid, "object": obj, "created": created, "model": model, "choices": [],
-                                "usage": _usage(c)})
-                yield b"data: [DONE]\n\n"
-            except Exception as exc:  # noqa: BLE001 - the status line is sent: report in-band
-                status, err = _status(exc)
-                yield _sse({"error": {"message": str(exc), "type": err, "code": status}})
-            finally:
-                stream.cancel()  # the client went away (the task is cancelled): free the slot and its KV
-
-        return StreamingResponse(events(), media_type="text/event-stream",
+        return StreamingResponse(reply.events(stream, echo, include_usage), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @router.post("/chat/completions", summary="OpenAI-compatible chat completion (SSE with stream=true)")

@@ -51,12 +51,7 @@ def safe_filename(name: str | None, allowed: list[str]) -> str:
 def index_documents(s) -> list[dict[str, Any]]:
     """Every document in the index (unfiltered: callers filter by what the caller may read)."""
     try:
-        store = s.store
-        if store.identity is None:
-            store.load()
-        else:
-            store.refresh()
-        return store.documents()
+        return s.store.ensure_current().documents()
     except IndexNotFoundError:
         return []
 

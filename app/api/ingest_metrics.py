@@ -51,7 +51,7 @@ class IngestCollector:
         yield files
         store = self.services.store
         try:
-            store.load() if store.identity is None else store.refresh()
+            store.ensure_current()
         except Exception:  # noqa: BLE001 - no index yet (or unreadable: /health and the API say why)
             return
         if store.identity is not None:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, closing
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -141,6 +141,89 @@ def _read_filter(s: Services, principal: Principal, collection: str | None) -> S
     return principal.search_filter(collection)
 
 
+async def on_error(request: Request, exc: Exception) -> JSONResponse:
+    status, kind = _error_status(exc)
+    if status >= 500 and kind == "internal":
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error_json(500, kind, "internal error; see the server log")
+    return _error_json(status, kind, str(exc))
+
+
+async def on_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for it alone
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+
+# The routes of asking: health, search, ask, collections (the other groups live in their own modules).
+router = APIRouter()
+
+
+@router.get("/health", response_model=HealthResponse, tags=["system"])
+def health(s: ServicesDep, token: TokenDep) -> HealthResponse:
+    """Open to all; `index_chunks` counts only the passages the caller may read (0 when not signed in)."""
+    try:
+        s.store.ensure_current()
+    except IndexNotFoundError:
+        pass
+    chunks = 0
+    if token:
+        try:
+            principal = s.access.authenticate(token)
+            chunks = sum(d["chunks"] for d in _documents(s) if principal.can_read(d["collection"]))
+        except AuthenticationError:
+            pass
+    return HealthResponse(status="ok", index_chunks=chunks, model=s.settings.serving.model,
+                          embedder=s.settings.retrieval.embedder, version=VERSION)
+
+@router.post("/v1/search", response_model=SearchResponse, responses=ERROR_RESPONSES, tags=["ask"])
+def search(body: SearchRequest, s: ServicesDep, principal: PrincipalDep) -> SearchResponse:
+    """The passages that best match a query, from the collections the caller may read."""
+    flt = _read_filter(s, principal, body.collection)
+    hits = s.retriever.retrieve(body.query, body.k, flt)
+    s.audit.record("search", user_id=principal.user_id, username=principal.username,
+                   collection=body.collection, query=body.query, hits=len(hits))
+    return SearchResponse(hits=[HitOut.from_hit(h) for h in hits])
+
+@router.post("/v1/ask", response_model=AskResponse, responses={
+    **ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}},
+                             "description": "The answer; with stream=true, server-sent events "
+                                            "(sources, token..., done)"}}, tags=["ask"])
+async def ask(body: AskRequest, request: Request, s: ServicesDep, principal: PrincipalDep):
+    """Answer from the collections the caller may read, citing its sources; saved in a conversation."""
+    chat = await anyio.to_thread.run_sync(lambda: s.chat)
+    flt = await anyio.to_thread.run_sync(lambda: _read_filter(s, principal, body.collection))
+    events = chat.ask(body.question, caller=principal, conversation_id=body.conversation_id,
+                      collection=body.collection, filter=flt, k=body.k, language=body.language)
+    if not body.stream:
+        def run() -> AskResponse:
+            with closing(events):
+                for event, payload in events:
+                    if event == "done":
+                        return payload
+            raise RuntimeError("the answer ended without its done event")  # pragma: no cover
+
+        return await anyio.to_thread.run_sync(run)
+    # Take the first event before answering, so that errors (no such conversation, no index, busy) get their
+    # status code.
+    first = await anyio.to_thread.run_sync(lambda: next(events))
+    return StreamingResponse(_ask_stream(events, first, request), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+@router.get("/v1/collections", response_model=CollectionsResponse, tags=["documents"], responses=AUTH_ERRORS)
+def collections(s: ServicesDep, principal: PrincipalDep) -> CollectionsResponse:
+    """The collections the caller may read (others are not listed)."""
+    agg: dict[str, CollectionOut] = {}
+    for d in _documents(s):
+        if not principal.can_read(d["collection"]):
+            continue
+        c = agg.setdefault(d["collection"], CollectionOut(name=d["collection"], documents=0, chunks=0))
+        c.documents += 1
+        c.chunks += d["chunks"]
+    return CollectionsResponse(collections=sorted(agg.values(), key=lambda c: c.name))
+
+
 def create_app(services: Services) -> FastAPI:
     """The API over one Services instance (the composition root builds it; tests pass their own)."""
     @asynccontextmanager
@@ -160,89 +243,12 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(RequestLogMiddleware)  # outermost: every response, 429s included, gets an id and a log line
     app.state.services = services
 
-    async def on_error(request: Request, exc: Exception) -> JSONResponse:
-        status, kind = _error_status(exc)
-        if status >= 500 and kind == "internal":
-            logger.exception("unexpected error on %s %s", request.method, request.url.path)
-            return _error_json(500, kind, "internal error; see the server log")
-        return _error_json(status, kind, str(exc))
-
     for known in (ConsultaError, IngestError, RetrievalError, ServingError, Exception):
         app.add_exception_handler(known, on_error)
 
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error_json(422, "validation_error", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+    app.add_exception_handler(RequestValidationError, on_invalid)
 
-    @app.get("/health", response_model=HealthResponse, tags=["system"])
-    def health(s: ServicesDep, token: TokenDep) -> HealthResponse:
-        """Open to all; `index_chunks` counts only the passages the caller may read (0 when not signed in)."""
-        store = s.store
-        try:
-            if store.identity is None:
-                store.load()
-            else:
-                store.refresh()
-        except IndexNotFoundError:
-            pass
-        chunks = 0
-        if token:
-            try:
-                principal = s.access.authenticate(token)
-                chunks = sum(d["chunks"] for d in _documents(s) if principal.can_read(d["collection"]))
-            except AuthenticationError:
-                pass
-        return HealthResponse(status="ok", index_chunks=chunks, model=s.settings.serving.model,
-                              embedder=s.settings.retrieval.embedder, version=VERSION)
-
-    @app.post("/v1/search", response_model=SearchResponse, responses=ERROR_RESPONSES, tags=["ask"])
-    def search(body: SearchRequest, s: ServicesDep, principal: PrincipalDep) -> SearchResponse:
-        """The passages that best match a query, from the collections the caller may read."""
-        flt = _read_filter(s, principal, body.collection)
-        hits = s.retriever.retrieve(body.query, body.k, flt)
-        s.audit.record("search", user_id=principal.user_id, username=principal.username,
-                       collection=body.collection, query=body.query, hits=len(hits))
-        return SearchResponse(hits=[HitOut.from_hit(h) for h in hits])
-
-    @app.post("/v1/ask", response_model=AskResponse, responses={
-        **ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}},
-                                 "description": "The answer; with stream=true, server-sent events "
-                                                "(sources, token..., done)"}}, tags=["ask"])
-    async def ask(body: AskRequest, request: Request, s: ServicesDep, principal: PrincipalDep):
-        """Answer from the collections the caller may read, citing its sources; saved in a conversation."""
-        chat = await anyio.to_thread.run_sync(lambda: s.chat)
-        flt = await anyio.to_thread.run_sync(lambda: _read_filter(s, principal, body.collection))
-        events = chat.ask(body.question, caller=principal, conversation_id=body.conversation_id,
-                          collection=body.collection, filter=flt, k=body.k, language=body.language)
-        if not body.stream:
-            def run() -> AskResponse:
-                with closing(events):
-                    for event, payload in events:
-                        if event == "done":
-                            return payload
-                raise RuntimeError("the answer ended without its done event")  # pragma: no cover
-
-            return await anyio.to_thread.run_sync(run)
-        # Take the first event before answering, so that errors (no such conversation, no index, busy) get their
-        # status code.
-        first = await anyio.to_thread.run_sync(lambda: next(events))
-        return StreamingResponse(_ask_stream(events, first, request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    @app.get("/v1/collections", response_model=CollectionsResponse, tags=["documents"], responses=AUTH_ERRORS)
-    def collections(s: ServicesDep, principal: PrincipalDep) -> CollectionsResponse:
-        """The collections the caller may read (others are not listed)."""
-        agg: dict[str, CollectionOut] = {}
-        for d in _documents(s):
-            if not principal.can_read(d["collection"]):
-                continue
-            c = agg.setdefault(d["collection"], CollectionOut(name=d["collection"], documents=0, chunks=0))
-            c.documents += 1
-            c.chunks += d["chunks"]
-        return CollectionsResponse(collections=sorted(agg.values(), key=lambda c: c.name))
-
+    app.include_router(router)
     app.include_router(access_router)
     app.include_router(conversations_router)
     app.include_router(documents_router)
