@@ -76,13 +76,9 @@ def off_subject(draft: str, question: str, passages: Sequence[str], language: st
             continue
         for m in looks.finditer(_CITE.sub(" ", draft)):
             address = m.group().strip("<>")
-            near = False
-            for p in passages:
-                for at in (i.start() for i in re.finditer(re.escape(address), p)):
-                    window = p[max(0, at - 200):at + len(address) + 200].replace(address, " ")
-                    if subject & set(analyzer.terms(window)):
-                        near = True
-            if not near:
+            windows = (p[max(0, i.start() - 200):i.end() + 200].replace(address, " ")
+                       for p in passages for i in re.finditer(re.escape(address), p))
+            if not any(subject & set(analyzer.terms(w)) for w in windows):
                 return address
     return None
 
