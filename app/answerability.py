@@ -11,8 +11,11 @@ The verifier reads cheap signals of the question and its retrieved passages, in 
 - whether the kind of answer asked for (a date, a number, an e-mail address, a web address, a version) is
   there at all in the sentences that speak of the question's subject.
 
-A logistic regression over these features gives the probability that the passages answer the question;
-its weights and the threshold ship in `app/verifier.json`, fitted by `bench/verifier.py` on articles that
+A logistic regression over these features gives the probability that the passages answer the question.
+When the passages are in another language than the question (a Spanish question over English documents),
+the words of the question cannot be found in them as they are, so a second set of weights, fitted on such
+pairs (XQuAD's questions over the other language's passages), reads the same features with less trust in
+the lexical ones. The weights and thresholds ship in `app/verifier.json`, fitted by `bench/verifier.py` on articles that
 no reported figure uses (split by article; the file records which), with both kinds of negatives: SQuAD
 2.0's adversarial questions and questions paired with related passages that lack the answer.
 """
@@ -68,10 +71,11 @@ class Verdict:
     threshold: float
     features: dict[str, float] = field(default_factory=dict)
     best_sentences: dict[str, str] = field(default_factory=dict)  # chunk id -> its sentence closest in meaning
+    cross: bool = False  # the passages are in another language than the question (the cross-language weights)
 
     def to_dict(self) -> dict[str, Any]:
         return {"answerable": self.answerable, "probability": round(self.probability, 4),
-                "threshold": round(self.threshold, 4),
+                "threshold": round(self.threshold, 4), "cross_language": self.cross,
                 "features": {k: round(v, 4) for k, v in self.features.items()}}
 
 
@@ -83,6 +87,7 @@ class VerifierWeights:
     scale: tuple[float, ...]
     threshold: float
     trained_on: dict[str, Any] = field(default_factory=dict)
+    cross: VerifierWeights | None = None  # for passages in another language than the question
 
     @classmethod
     def bundled(cls) -> VerifierWeights:
@@ -93,13 +98,17 @@ class VerifierWeights:
     def from_dict(cls, data: dict[str, Any]) -> VerifierWeights:
         if tuple(data["features"]) != FEATURES:
             raise ValueError(f"verifier weights are for features {data['features']}, this code computes {FEATURES}")
+        cross = cls.from_dict({"features": data["features"], **data["cross"]}) if data.get("cross") else None
         return cls(tuple(data["coef"]), float(data["intercept"]), tuple(data["mean"]), tuple(data["scale"]),
-                   float(data["threshold"]), data.get("trained_on", {}))
+                   float(data["threshold"]), data.get("trained_on", {}), cross)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(FEATURES), "coef": list(self.coef), "intercept": self.intercept,
-                "mean": list(self.mean), "scale": list(self.scale), "threshold": self.threshold,
-                "trained_on": self.trained_on}
+        out = {"features": list(FEATURES), "coef": list(self.coef), "intercept": self.intercept,
+               "mean": list(self.mean), "scale": list(self.scale), "threshold": self.threshold,
+               "trained_on": self.trained_on}
+        if self.cross is not None:
+            out["cross"] = {k: v for k, v in self.cross.to_dict().items() if k != "features"}
+        return out
 
 
 def _quotable(sentence: str) -> bool:
@@ -191,13 +200,24 @@ class AnswerabilityVerifier:
                     return False
         return True
 
-    def probability(self, features: dict[str, float]) -> float:
-        w = self.weights
+    def probability(self, features: dict[str, float], cross: bool = False) -> float:
+        w = self.weights_for(cross)
         z = w.intercept + sum(c * (features[f] - mu) / (s or 1.0)
                               for c, f, mu, s in zip(w.coef, FEATURES, w.mean, w.scale, strict=True))
         return 1.0 / (1.0 + math.exp(-z))
 
+    def weights_for(self, cross: bool) -> VerifierWeights:
+        """The cross-language weights for passages in another language (when shipped), else the main ones."""
+        return self.weights.cross if cross and self.weights.cross is not None else self.weights
+
+    @staticmethod
+    def is_cross(hits: Sequence[Hit], language: str) -> bool:
+        """Most of the passages whose language is known are in another language than the question."""
+        known = [h.chunk.meta.get("language") for h in hits if h.chunk.meta.get("language")]
+        return bool(known) and sum(lang != language for lang in known) * 2 > len(known)
+
     def verify(self, question: str, hits: Sequence[Hit], language: str) -> Verdict:
         features, best = self._features(question, hits, language)
-        p = self.probability(features)
-        return Verdict(p >= self.weights.threshold, p, self.weights.threshold, features, best)
+        cross = self.is_cross(hits, language)
+        p, threshold = self.probability(features, cross), self.weights_for(cross).threshold
+        return Verdict(p >= threshold, p, threshold, features, best, cross)

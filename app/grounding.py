@@ -38,6 +38,8 @@ _DONT_KNOW = re.compile(
     r"|\bno (puedo|puc) (responder|respondre|contestar)\b",
     re.IGNORECASE)
 _CITE = re.compile(r"\[(\d{1,2})\]")
+# A manual page's section after a command ("w3m(1)", "debdiff(1)"): a short answer names the command alone.
+_MAN_SECTION = re.compile(r"(?<=[\w.+-])\([1-9][a-z]*\)")
 # Tokens that state a specific fact: numbers, paths, file names, identifiers, addresses. A draft that names
 # one no passage holds made it up.
 _SPECIFIC = re.compile(r"[\w.+-]+@[\w-]+\.\w+|(?:[\w~-]*[/._][\w~-]+)+|\b\w*\d\w*\b")
@@ -214,6 +216,7 @@ def compose(draft: str, question: str, sources: Sequence[_Source], language: str
     if address is not None:
         return None, f"{address} is not said of the question's subject"
     if len(body.split()) <= SHORT_WORDS:
+        body = _MAN_SECTION.sub("", body)
         for s in order:
             sentence = _sentence_with(s.text, body, language)
             if sentence is not None:

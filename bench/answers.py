@@ -12,7 +12,9 @@ passage's. Questions are asked one at a time (one user), the two systems in turn
 
 Per set and language: answer contains a reference (answerable questions), token F1, refusals of unanswerable
 questions, false refusals, answer language = question language (answered questions), cited page = evidence page
-(answered answerable questions with an evidence page), time to first shown token and to the whole answer.
+(answered answerable questions: the evidence page, or a QA set's gold passage), the citation check (the share of
+shown citations whose passage holds a reference answer, and the same among those the check passed), time to
+first shown token and to the whole answer.
 Only test articles of the QA sets are asked (the verifier was fitted on the others; bench/qa_sets.py); the golden
 sets are asked whole. Each answered question is appended to <out>.rows.jsonl as it finishes; --resume reuses them.
 """
@@ -52,7 +54,10 @@ def ask_consulta(services: Services, q: Question) -> dict[str, Any]:
             answer = payload
     assert answer is not None
     pages = [(c.source, c.page) for c in answer.citations]
-    return {"answer": answer.text, "refused": answer.refused, "cited": pages, "ttft_ms": shown,
+    shown_citations = [{"n": c.n, "supported": c.supported,
+                        "holds_reference": bool(M.contains_answer(c.text, q.answers))} for c in answer.citations]
+    return {"answer": answer.text, "refused": answer.refused, "cited": pages, "citations": shown_citations,
+            "ttft_ms": shown,
             "total_ms": (time.perf_counter() - t0) * 1000, "reason": answer.usage.get("reason"),
             "draft": answer.usage.get("draft"), "verifier": answer.usage.get("verifier")}
 
@@ -71,7 +76,10 @@ def ask_plain(services: Services, q: Question, k: int) -> dict[str, Any]:
         parts.append(delta)
     text = "".join(parts).strip()
     return {"answer": text, "refused": says_it_does_not_know(text),
-            "cited": [(h.chunk.source, h.chunk.page) for h in hits[:1]], "ttft_ms": first,
+            "cited": [(h.chunk.source, h.chunk.page) for h in hits[:1]],
+            "citations": [{"n": 1, "supported": None, "holds_reference": bool(M.contains_answer(h.chunk.text,
+                                                                                                q.answers))}
+                          for h in hits[:1]], "ttft_ms": first,
             "total_ms": (time.perf_counter() - t0) * 1000}
 
 
@@ -88,6 +96,14 @@ def score(q: Question, row: dict[str, Any]) -> dict[str, Any]:
         if q.answerable and q.page is not None:
             out["page_match"] = float(any(src.rsplit("/", 1)[-1] == q.source and page == q.page
                                           for src, page in row["cited"]))
+        elif q.answerable and q.gold_passages:  # a QA set: the cited passage is the gold one
+            out["page_match"] = float(any(Path(src).stem in q.gold_passages for src, _ in row["cited"]))
+        citations = row.get("citations") or []
+        if q.answerable and citations:  # does a shown citation hold what answers the question?
+            out["citation_holds"] = sum(c["holds_reference"] for c in citations) / len(citations)
+            checked = [c for c in citations if c["supported"]]
+            if checked:  # of the citations the check passed, the share that hold a reference
+                out["checked_citation_holds"] = sum(c["holds_reference"] for c in checked) / len(checked)
     return out
 
 
@@ -110,6 +126,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if unanswerable else None,
         "false_refusals": round(sum(r["refused"] for r in answerable) / len(answerable), 3) if answerable else None,
         "language_match": mean("language_match", rows), "page_match": mean("page_match", rows),
+        "citation_holds": mean("citation_holds", answerable),
+        "checked_citation_holds": mean("checked_citation_holds", answerable),
         "ttft_ms_p50": _p50([r["ttft_ms"] for r in rows]),
         "total_ms_p50": _p50([r["total_ms"] for r in rows]),
         "failed": sum(1 for r in rows if r.get("error")),

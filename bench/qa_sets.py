@@ -7,6 +7,9 @@ Sets (from ../shared/data, read in place, never copied):
                         unanswerable); never trained or tuned on, reported whole.
   squad2                SQuAD2-half (en, half unanswerable): 16 articles -> 8 train, 3 dev, 5 test.
   xquad-en, xquad-es    XQuAD (the same 48 articles in both languages): 24 train, 8 dev, 16 test.
+  xquad-es@en, xquad-en@es
+                        XQuAD's questions in one language over its passages in the other (a Spanish question
+                        over English documents); same articles, same split.
 """
 
 from __future__ import annotations
@@ -59,7 +62,17 @@ def _qa_folder(data: Path, name: str) -> Path:
             "xquad-es": data / "qa" / "xquad" / "es"}[name]
 
 
+def documents_of(name: str) -> str:
+    """The set whose documents `name`'s questions are asked over ("xquad-es@en" -> "xquad-en")."""
+    if "@" not in name:
+        return name
+    asked, over = name.split("@", 1)
+    return asked.rsplit("-", 1)[0] + "-" + over
+
+
 def questions(data: Path, name: str) -> list[Question]:
+    if "@" in name:
+        return questions(data, name.split("@", 1)[0])
     if name.startswith("golden-"):
         language = name.split("-", 1)[1]
         rows = read_jsonl(data / "qa" / "golden-ca-es" / language / "golden.jsonl")
@@ -113,6 +126,7 @@ def data_dir(data: Path, name: str, work: Path) -> Path:
     from app.container import Services
     from app.settings import Settings
 
+    name = documents_of(name)
     root = work / name
     if (root / "indexed").exists():
         return root / "data"

@@ -31,7 +31,8 @@ RESULTS = DOCS / "results"
 
 ANSWER_COLUMNS = [("contains", "contains a reference"), ("f1", "F1"), ("refused_unanswerable", "refused unanswerable"),
                   ("false_refusals", "false refusals"), ("language_match", "answer language"),
-                  ("page_match", "cited page"), ("ttft_ms_p50", "first shown token p50 (s)"),
+                  ("page_match", "cited page"), ("citation_holds", "shown citation holds a reference"),
+                  ("checked_citation_holds", "of those the check passed"), ("ttft_ms_p50", "first shown token p50 (s)"),
                   ("total_ms_p50", "whole answer p50 (s)")]
 
 
@@ -203,6 +204,11 @@ def answers_page(results: Path = RESULTS) -> str | None:
                          f"{_cell('', s['false_refusals'])} | {kinds} |")
         lines += ["", "Weights (standardised features): " + ", ".join(f"{k} {w:+.2f}" for k, w in v["weights"].items())
                   + f"; threshold {v['fitted']['threshold']:.3f}."]
+        if v.get("cross_weights"):
+            lines += ["", "Cross-language weights (passages in another language than the question; the sets "
+                      "named question-language@document-language): "
+                      + ", ".join(f"{k} {w:+.2f}" for k, w in v["cross_weights"].items())
+                      + f"; threshold {v['fitted']['cross']['threshold']:.3f}."]
     return "\n".join(lines) + "\n"
 
 

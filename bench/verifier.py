@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,12 @@ from app.settings import Settings  # noqa: E402
 from bench.qa_sets import SEED, Question, assert_disjoint, data_dir, holds_evidence, questions, sample  # noqa: E402
 
 K = 4
-SETS = ("squad2", "xquad-es", "xquad-en", "golden-ca", "golden-es")
+SETS = ("squad2", "xquad-es", "xquad-en", "golden-ca", "golden-es", "xquad-es@en", "xquad-en@es")
+
+
+def is_cross(name: str) -> bool:
+    """The set asks its questions over documents in another language (app/answerability.py: `cross`)."""
+    return "@" in name
 
 
 def examples(services: Services, verifier: AnswerabilityVerifier, q: Question) -> list[dict[str, Any]]:
@@ -56,10 +62,10 @@ def examples(services: Services, verifier: AnswerabilityVerifier, q: Question) -
     return rows
 
 
-def build(data: Path, work: Path, per_kind: int) -> list[dict[str, Any]]:
-    """Feature rows {set, split, language, kind, label, features, question} for every set."""
+def build(data: Path, work: Path, per_kind: int, sets: tuple[str, ...] = SETS) -> list[dict[str, Any]]:
+    """Feature rows {set, split, language, kind, label, features, question, cross} for each set."""
     out: list[dict[str, Any]] = []
-    for name in SETS:
+    for name in sets:
         services = Services(Settings(data_dir=data_dir(data, name, work)))
         store = services.store
         zero = VerifierWeights(tuple([0.0] * len(FEATURES)), 0.0, tuple([0.0] * len(FEATURES)),
@@ -73,17 +79,26 @@ def build(data: Path, work: Path, per_kind: int) -> list[dict[str, Any]]:
         for q in chosen:
             for row in examples(services, verifier, q):
                 out.append({"set": name, "split": q.split, "language": q.language, "question": q.question,
-                            "article": q.article, **row})
+                            "article": q.article, "cross": is_cross(name), **row})
         services.close()
         print(f"[verifier] {name}: {sum(r['set'] == name for r in out)} examples", file=sys.stderr)
     return out
 
 
 def fit(rows: list[dict[str, Any]]) -> tuple[VerifierWeights, dict[str, Any]]:
-    """Logistic regression on the train split, threshold on dev; refuses rows that leak into the test split."""
-    from sklearn.linear_model import LogisticRegression
-
+    """The main weights on same-language rows and the cross-language weights on the others (each: logistic
+    regression on the train split, threshold on dev); refuses rows that leak into the test split."""
     assert_disjoint(rows)
+    main, fitted = _fit([r for r in rows if not r.get("cross")])
+    crossed = [r for r in rows if r.get("cross")]
+    if not crossed:
+        return main, fitted
+    cross, cross_fitted = _fit(crossed)
+    return replace(main, cross=cross), {**fitted, "cross": cross_fitted}
+
+
+def _fit(rows: list[dict[str, Any]]) -> tuple[VerifierWeights, dict[str, Any]]:
+    from sklearn.linear_model import LogisticRegression
 
     def matrix(part: str) -> tuple[np.ndarray, np.ndarray]:
         sel = [r for r in rows if r["split"] == part and not r["set"].startswith("golden")]
@@ -94,8 +109,6 @@ def fit(rows: list[dict[str, Any]]) -> tuple[VerifierWeights, dict[str, Any]]:
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit((x - mean) / scale, y)
-    weights = VerifierWeights(tuple(float(c) for c in model.coef_[0]), float(model.intercept_[0]),
-                              tuple(float(m) for m in mean), tuple(float(s) for s in scale), 0.5)
     xd, yd = matrix("dev")
     zd = (xd - mean) / scale @ model.coef_[0] + model.intercept_[0]
     pd = 1 / (1 + np.exp(-zd))
@@ -105,7 +118,8 @@ def fit(rows: list[dict[str, Any]]) -> tuple[VerifierWeights, dict[str, Any]]:
         refused = float(np.mean(pd[yd == 0] < t)) if (yd == 0).any() else 0.0
         if false <= 0.10 and refused > best_refused:
             best, best_refused = float(t), refused
-    weights = VerifierWeights(weights.coef, weights.intercept, weights.mean, weights.scale, best)
+    weights = VerifierWeights(tuple(float(c) for c in model.coef_[0]), float(model.intercept_[0]),
+                              tuple(float(m) for m in mean), tuple(float(s) for s in scale), best)
     return weights, {"train_examples": int(len(y)), "dev_examples": int(len(yd)), "dev_refused_unanswerable":
                      best_refused, "threshold": best}
 
@@ -117,15 +131,16 @@ def report(rows: list[dict[str, Any]], weights: VerifierWeights) -> dict[str, An
         sel = [r for r in rows if r["set"] == name and r["split"] == "test"]
         if not sel:
             continue
-        p = np.array([verifier.probability(r["features"]) for r in sel])
+        threshold = verifier.weights_for(any(r.get("cross") for r in sel)).threshold
+        p = np.array([verifier.probability(r["features"], bool(r.get("cross"))) for r in sel])
         y = np.array([r["label"] for r in sel])
         kinds = {}
         for kind in sorted({r["kind"] for r in sel}):
             mask = np.array([r["kind"] == kind for r in sel])
-            kinds[kind] = {"n": int(mask.sum()), "refused": round(float(np.mean(p[mask] < weights.threshold)), 3)}
-        out[name] = {"n": len(sel), "refused_unanswerable": round(float(np.mean(p[y == 0] < weights.threshold)), 3)
+            kinds[kind] = {"n": int(mask.sum()), "refused": round(float(np.mean(p[mask] < threshold)), 3)}
+        out[name] = {"n": len(sel), "refused_unanswerable": round(float(np.mean(p[y == 0] < threshold)), 3)
                      if (y == 0).any() else None,
-                     "false_refusals": round(float(np.mean(p[y == 1] < weights.threshold)), 3) if (y == 1).any()
+                     "false_refusals": round(float(np.mean(p[y == 1] < threshold)), 3) if (y == 1).any()
                      else None, "by_kind": kinds}
     return out
 
@@ -138,10 +153,18 @@ def main() -> None:
     ap.add_argument("--write", type=Path, default=None, help="write the fitted weights here (app/verifier.json)")
     ap.add_argument("--results", type=Path, default=None)
     ap.add_argument("--refit", action="store_true", help="fit again on the feature rows saved by the last run")
+    ap.add_argument("--sets", default=None,
+                    help="build only these sets' rows (comma-separated) and put them in place of their saved ones")
     args = ap.parse_args()
     t0 = time.perf_counter()
     saved = args.work / "rows.json"
-    if args.refit and saved.exists():
+    if args.sets:
+        only = tuple(args.sets.split(","))
+        kept = [r for r in json.loads(saved.read_text(encoding="utf-8")) if r["set"] not in only] \
+            if saved.exists() else []
+        rows = kept + build(args.data, args.work, args.per_kind, only)
+        saved.write_text(json.dumps(rows), encoding="utf-8")
+    elif args.refit and saved.exists():
         rows = json.loads(saved.read_text(encoding="utf-8"))
         articles = {(name, q.question): q.article for name in SETS for q in questions(args.data, name)}
         for r in rows:
@@ -151,14 +174,16 @@ def main() -> None:
         saved.write_text(json.dumps(rows), encoding="utf-8")
     weights, fitted = fit(rows)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    weights = VerifierWeights(weights.coef, weights.intercept, weights.mean, weights.scale, weights.threshold,
-                              {"command": " ".join(sys.argv), "commit": commit, "seed": SEED, "k": K,
-                               "splits": "SQuAD2-half 8/3/5 articles, XQuAD 24/8/16 articles (train/dev/test); "
-                                         "golden-ca-es never used", **fitted})
+    weights = replace(weights, trained_on={
+        "command": " ".join(sys.argv), "commit": commit, "seed": SEED, "k": K,
+        "splits": "SQuAD2-half 8/3/5 articles, XQuAD 24/8/16 articles (train/dev/test), XQuAD's questions over "
+                  "the other language's passages on the same split; golden-ca-es never used", **fitted})
     result = {"command": "python " + " ".join(sys.argv), "commit": commit,
               "date": time.strftime("%Y-%m-%d"), "machine": f"{__import__('os').cpu_count()} cores",
               "seconds": round(time.perf_counter() - t0, 1), "fitted": fitted,
               "weights": dict(zip(FEATURES, [round(c, 3) for c in weights.coef], strict=True)),
+              "cross_weights": dict(zip(FEATURES, [round(c, 3) for c in weights.cross.coef], strict=True))
+              if weights.cross is not None else None,
               "test": report(rows, weights)}
     if args.write:
         args.write.write_text(json.dumps(weights.to_dict(), indent=1) + "\n", encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -101,3 +102,36 @@ def test_the_closest_sentence_in_meaning_is_found_in_spanish_and_catalan(embedde
     assert sem_ca > off + 0.05
     verdict = v.verify("Quants dies de vacances té el personal?", [hit_ca], "ca")
     assert verdict.best_sentences == best_ca and set(verdict.features) == set(FEATURES)
+
+
+def _language_hits(language: str | None) -> list[Hit]:
+    return [Hit(Chunk(f"c{i}", f"d{i}", text, 0, len(text), {"source": f"doc{i}.pdf", "language": language}), r, r)
+            for i, (text, r) in enumerate(zip(PASSAGES, (0.86, 0.82, 0.80), strict=True))]
+
+
+def test_passages_in_another_language_are_judged_with_the_cross_language_weights():
+    """A Spanish question over English passages cannot find its words there: coverage would refuse it, so the
+    cross-language weights (which trust meaning, not words) decide; a same-language pair keeps the main ones."""
+    coverage, relevance = FEATURES.index("coverage"), FEATURES.index("relevance")
+    main = VerifierWeights(tuple(6.0 if i == coverage else 0.0 for i in range(len(FEATURES))), -3.0,
+                           (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), 0.5)
+    cross = VerifierWeights(tuple(8.0 if i == relevance else 0.0 for i in range(len(FEATURES))), -4.0,
+                            (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), 0.4)
+    bm25 = Bm25Index.build(PASSAGES, ["en"] * len(PASSAGES), Bm25Params())
+    question = "¿Qué tienen que ejecutar los guiones de una biblioteca para crear los enlaces simbólicos?"
+    alone = AnswerabilityVerifier(main, bm25.idf, bm25.analyzers).verify(question, _language_hits("en"), "es")
+    assert not alone.answerable  # without cross-language weights the main ones refuse it
+    v = AnswerabilityVerifier(replace(main, cross=cross), bm25.idf, bm25.analyzers)
+    verdict = v.verify(question, _language_hits("en"), "es")
+    assert verdict.cross and verdict.answerable and verdict.threshold == 0.4
+    assert verdict.to_dict()["cross_language"] is True
+    assert not v.verify(question, _language_hits("es"), "es").cross  # same language: the main weights
+    assert not v.verify(question, _language_hits(None), "es").cross  # language unknown: the main weights
+    restored = VerifierWeights.from_dict(v.weights.to_dict())
+    assert restored.cross == cross
+
+
+def test_the_shipped_weights_have_cross_language_weights():
+    weights = VerifierWeights.bundled()
+    assert weights.cross is not None and len(weights.cross.coef) == len(FEATURES)
+    assert "cross" in weights.trained_on

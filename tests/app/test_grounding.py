@@ -84,6 +84,12 @@ def test_a_short_answer_is_shown_with_its_supporting_sentence_and_a_bare_citatio
     assert refused is None and "do not answer" in why
 
 
+def test_a_short_answer_names_a_command_without_its_manual_section():
+    sources = [SimpleNamespace(n=1, text="Utiliza w3m(1) para conversiones desde ficheros HTML a texto plano.")]
+    text, _ = compose("w3m(1) [1]", "¿Qué herramienta pasa HTML a texto plano?", sources, "es")
+    assert text.startswith("w3m [1]\n\n") and "«Utiliza w3m(1) para conversiones" in text
+
+
 @pytest.mark.parametrize("draft,question,language", [
     ("#debian-mentors [1]", "A quina xarxa o servidor d'IRC es troba el canal #debian-mentors?", "ca"),
     ("Con schroot se prepara el entorno chroot de sbuild.", "¿Cómo se prepara con schroot el entorno chroot de sbuild?",
