@@ -22,7 +22,7 @@ _WORDS = {
 _DISTINCT = {
     "en": set("the what which who how many much does do is are was were days year years with this that "
               "there their they should would could".split()),
-    "es": set("qué cuál cuáles cómo está son los las del y para pero más dónde porque una cuántos cuántas "
+    "es": set("qué cuál cuáles cómo está son los las y para pero más dónde porque una cuántos cuántas "
               "cuánto días año años tiene tienen hay puede pueden hacer sobre desde también muy".split()),
     "ca": set("què quin quina quins quines com és els les dels amb però més perquè això aquest aquesta "
               "quants quantes quant dies any anys té tenen hi pot poden fer sobre des també molt".split()),
@@ -51,7 +51,7 @@ def detect_language(text: str, default: str = "en") -> str:
 
 def language_scores(text: str) -> dict[str, float]:
     """Evidence for each language from function words, accents and spelling (0 each for no words)."""
-    sample = text[:4000]
+    sample = text[:4000].replace("’", "'")  # typeset text (PDFs) writes the apostrophe as ’
     tokens = _TOKEN.findall(sample.lower())
     if not tokens:
         return {lang: 0.0 for lang in _WORDS}
@@ -60,8 +60,9 @@ def language_scores(text: str) -> dict[str, float]:
     if "¿" in sample or "¡" in sample:
         scores["es"] += 3
     low = sample.lower()
-    if "l·l" in low or re.search(r"\b[dls]'[a-zà-ú]", low):
+    if "l·l" in low:
         scores["ca"] += 2
+    scores["ca"] += 2 * len(re.findall(r"\b[dls]'[a-zà-ú]", low))  # elided articles: l'ordre, d'instal·lació
     scores["ca"] += 2 * len(re.findall(r"[àèò]|ny[aeiou]", low))  # grave accents and -ny- are Catalan
     scores["es"] += 2 * low.count("ñ")
     return scores

@@ -20,6 +20,7 @@ from retrieval.language import detect_language
     ("On és la seu de l'empresa?", "ca"),
     ("On puc trobar el formulari?", "ca"),
     ("Qui signa els contractes i quan?", "ca"),
+    ("L’ordre d’instal·lació del paquet", "ca"),  # a typeset apostrophe, as PDFs write it
 ])
 def test_short_questions_are_read_in_their_language(text, language):
     assert detect_language(text) == language
