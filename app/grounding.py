@@ -185,6 +185,13 @@ def best_sentence(text: str, words_of: str) -> str:
     return text[a:b]
 
 
+def _is_source_number(body: str, question: str, sources: Sequence[_Source]) -> bool:
+    """The draft is a lone number that is one of the sources' numbers, for a question that does not ask for a
+    number: the model pointed at a source without its brackets."""
+    asks_number = ANSWER_TYPES["number"][0].search(question) is not None
+    return body.isdigit() and not asks_number and any(s.n == int(body) for s in sources)
+
+
 def compose(draft: str, question: str, sources: Sequence[_Source], language: str) -> tuple[str | None, str]:
     """The answer to show for a draft, or (None, why not).
 
@@ -201,6 +208,10 @@ def compose(draft: str, question: str, sources: Sequence[_Source], language: str
     cited = [s for s in sources if s.n in numbers]
     order = cited + [s for s in sources if s not in cited]
     body = _CITE.sub(" ", draft).strip().strip(".:;,").strip()
+    if _is_source_number(body, question, sources):
+        # "1 [1]" for "When did the movement begin?": the model wrote the source's number, not an answer
+        order = [s for s in sources if s.n == int(body)] + [s for s in order if s.n != int(body)]
+        body = ""
     if not body:
         if not order:
             return None, "only citations"

@@ -84,6 +84,16 @@ def test_a_short_answer_is_shown_with_its_supporting_sentence_and_a_bare_citatio
     assert refused is None and "do not answer" in why
 
 
+def test_a_lone_source_number_is_a_citation_unless_a_number_is_asked():
+    sources = [SimpleNamespace(n=1, text="The movement began in the mid-18th century within the Church of England. "
+                               "It had 1 founder."),
+               SimpleNamespace(n=2, text="Unrelated text about 2 things.")]
+    text, why = compose("1 [1]", "When did the movement begin?", sources, "en")
+    assert text.startswith("The source says: «The movement began in the mid-18th century") and text.endswith("[1]")
+    counted, _ = compose("1 [1]", "How many founders did it have?", sources, "en")
+    assert counted.startswith("1 [1]")
+
+
 def test_a_short_answer_names_a_command_without_its_manual_section():
     sources = [SimpleNamespace(n=1, text="Utiliza w3m(1) para conversiones desde ficheros HTML a texto plano.")]
     text, _ = compose("w3m(1) [1]", "¿Qué herramienta pasa HTML a texto plano?", sources, "es")
