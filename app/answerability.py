@@ -45,7 +45,7 @@ MIN_SENTENCE_CHARS = 16  # shorter "sentences" (headers, page numbers) are not c
 ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     "email": (re.compile(r"\b(e-?mail|correo|correu|adre[cç]a electr[oò]nica)\b", re.I),
               re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|<[^>]*@[^>]*>")),
-    "url": (re.compile(r"\b(url|web ?site|p[aà]gina web|sitio web|lloc web|web address)\b", re.I),
+    "url": (re.compile(r"\b(url|web ?site|p[aàá]gina web|sitio web|lloc web|web address)\b", re.I),
             re.compile(r"https?://|www\.|\b[\w-]+\.(org|com|net|es|cat)\b")),
     "date": (re.compile(r"\b(when|what year|what date|cu[aá]ndo|en qu[eé] (a[nñ]o|fecha)|quan|en quin(a)? "
                         r"(any|data)|quina data|qu[eé] fecha|which year|in what year)\b", re.I),
@@ -54,6 +54,8 @@ ANSWER_TYPES: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
                           r"|qu[eé] (n[uú]mero|porcentaje|tama[nñ]o)|quin (n[uú]mero|percentatge|mida))\b", re.I),
                re.compile(r"\d")),
 }
+
+ADDRESS_KINDS = ("email", "url")  # answers that a passage either holds or not, in any language
 
 
 # Words that make a question a question: they say nothing of its subject, and passages rarely hold them.
@@ -72,10 +74,11 @@ class Verdict:
     features: dict[str, float] = field(default_factory=dict)
     best_sentences: dict[str, str] = field(default_factory=dict)  # chunk id -> its sentence closest in meaning
     cross: bool = False  # the passages are in another language than the question (the cross-language weights)
+    missing: str | None = None  # the kind of address asked for that no passage holds at all ("email", "url")
 
     def to_dict(self) -> dict[str, Any]:
         return {"answerable": self.answerable, "probability": round(self.probability, 4),
-                "threshold": round(self.threshold, 4), "cross_language": self.cross,
+                "threshold": round(self.threshold, 4), "cross_language": self.cross, "missing": self.missing,
                 "features": {k: round(v, 4) for k, v in self.features.items()}}
 
 
@@ -216,8 +219,20 @@ class AnswerabilityVerifier:
         known = [h.chunk.meta.get("language") for h in hits if h.chunk.meta.get("language")]
         return bool(known) and sum(lang != language for lang in known) * 2 > len(known)
 
+    @staticmethod
+    def absent_address(question: str, hits: Sequence[Hit]) -> str | None:
+        """The question asks for an e-mail or web address and no passage holds one at all. Unlike the
+        `answer_type_missing` feature this needs no word of the question in the passages, so it holds
+        whatever their language (the cross-language weights barely read that feature)."""
+        for kind in ADDRESS_KINDS:
+            asks, looks = ANSWER_TYPES[kind]
+            if asks.search(question) and not any(looks.search(h.chunk.text) for h in hits):
+                return kind
+        return None
+
     def verify(self, question: str, hits: Sequence[Hit], language: str) -> Verdict:
         features, best = self._features(question, hits, language)
         cross = self.is_cross(hits, language)
         p, threshold = self.probability(features, cross), self.weights_for(cross).threshold
-        return Verdict(p >= threshold, p, threshold, features, best, cross)
+        missing = self.absent_address(question, hits)
+        return Verdict(p >= threshold and missing is None, p, threshold, features, best, cross, missing)

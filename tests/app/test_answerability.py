@@ -131,6 +131,23 @@ def test_passages_in_another_language_are_judged_with_the_cross_language_weights
     assert restored.cross == cross
 
 
+def test_a_question_for_an_address_no_passage_holds_is_refused_whatever_the_weights():
+    """A Catalan question for an e-mail over English passages without one: the lenient cross-language weights
+    would take it, but no passage holds an e-mail address at all."""
+    relevance = FEATURES.index("relevance")
+    lenient = VerifierWeights(tuple(8.0 if i == relevance else 0.0 for i in range(len(FEATURES))), 0.0,
+                              (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), 0.1)
+    v = AnswerabilityVerifier(replace(lenient, cross=lenient), lambda terms: [1.0] * len(terms))
+    asked = v.verify("Quin és el correu electrònic del director general?", _language_hits("en"), "ca")
+    assert not asked.answerable and asked.missing == "email" and asked.to_dict()["missing"] == "email"
+    web = v.verify("¿Cuál es la página web del servicio de préstamo?", _language_hits("en"), "es")
+    assert not web.answerable and web.missing == "url"
+    text = "Write to the helpdesk at help@example.org for a new badge."
+    held = v.verify("Quin és el correu electrònic del servei?",
+                    [Hit(Chunk("m", "d", text, 0, len(text), {"language": "en"}), 0.9, 0.9)], "ca")
+    assert held.answerable and held.missing is None
+
+
 def test_the_shipped_weights_have_cross_language_weights():
     weights = VerifierWeights.bundled()
     assert weights.cross is not None and len(weights.cross.coef) == len(FEATURES)
