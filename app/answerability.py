@@ -114,9 +114,15 @@ class VerifierWeights:
         return out
 
 
+# A table of contents' dotted leader ("8.4 Actualitzar el format del paquet . . . . . 42").
+_LEADER = re.compile(r"(?:\.\s?){5,}")
+
+
 def _quotable(sentence: str) -> bool:
-    """A sentence fit to show as the answer's quote: not a heading, and at least a few words."""
-    return not sentence.lstrip().startswith("#") and len(sentence.split()) >= 5
+    """A sentence fit to show as the answer's quote: not a heading or a table of contents' line, and at least a
+    few words."""
+    return (not sentence.lstrip().startswith("#") and len(sentence.split()) >= 5
+            and _LEADER.search(sentence) is None)
 
 
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")

@@ -98,6 +98,12 @@ def test_the_closest_sentence_in_meaning_is_found_in_spanish_and_catalan(embedde
     hit_ca = Hit(Chunk("ca", "d", text_ca, 0, len(text_ca), {"source": "manual.pdf"}), 0.85, 0.85)
     sem_ca, best_ca = v.sentences("Quants dies de vacances té el personal?", [hit_ca])
     assert best_ca["ca"].startswith("El personal té 23 dies")
+    toc = ("4.1 Dies de vacances del personal . . . . . . . . . . . . 12\n"
+           "Cada any el personal té 23 dies laborables de vacances.")
+    hit_toc = Hit(Chunk("toc", "d", toc, 0, len(toc), {"source": "manual.pdf"}), 0.85, 0.85)
+    _, best_toc = v.sentences("Quants dies de vacances té el personal?", [hit_toc])
+    # a table of contents' line is never the quote
+    assert "Cada any el personal té 23 dies" in best_toc["toc"] and ". . ." not in best_toc["toc"]
     off, _ = v.sentences("Com es configura un tallafoc amb nftables?", [hit_ca])
     assert sem_ca > off + 0.05
     verdict = v.verify("Quants dies de vacances té el personal?", [hit_ca], "ca")
