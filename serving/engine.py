@@ -46,7 +46,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -193,14 +193,16 @@ class BatchingEngine:
         self.close()
 
     # -- requests -------------------------------------------------------------------------
-    def format_chat(self, messages: Sequence[Message]) -> str:
-        """The prompt the model sees for `messages`: its own chat template from the GGUF."""
+    def format_chat(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None = None) -> str:
+        """The prompt the model sees for `messages`: its own chat template from the GGUF (which shows `tools`,
+        OpenAI function specs, the way the model was trained to call them)."""
         self.warm_up()
-        return self.model.format_chat(messages)
+        return self.model.format_chat(messages, tools)
 
-    def stream(self, messages: Sequence[Message], params: SamplingParams) -> EngineStream:
+    def stream(self, messages: Sequence[Message], params: SamplingParams,
+               tools: Sequence[Mapping[str, Any]] | None = None) -> EngineStream:
         """Submit a chat request. Raises PromptTooLongError / EngineBusyError synchronously."""
-        prompt = self.format_chat(messages)
+        prompt = self.format_chat(messages, tools)
         # the template already holds any BOS the model wants, so none is added here
         return self._submit(self.model.tokenize(prompt, add_special=False, parse_special=True), params)
 

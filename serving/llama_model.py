@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +149,11 @@ class LlamaModel:
             self.model = None
 
     # -- text and tokens ------------------------------------------------------------------
-    def format_chat(self, messages: Sequence[Message]) -> str:
-        """The prompt the model sees for `messages`: its own chat template from the GGUF."""
-        return self._chat_formatter(messages=[dict(m) for m in messages]).prompt
+    def format_chat(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None = None) -> str:
+        """The prompt the model sees for `messages` (and `tools`, OpenAI function specs): its own chat template
+        from the GGUF."""
+        return self._chat_formatter(messages=[dict(m) for m in messages],
+                                    tools=[dict(t) for t in tools] if tools else None).prompt
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         if self.vocab is None:

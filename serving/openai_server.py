@@ -8,7 +8,10 @@ client works against it (base_url "http://host:port/v1"). What it follows and wh
 - sampling: temperature, top_p, max_tokens / max_completion_tokens, stop, seed, frequency_penalty,
   presence_penalty, and `response_format` json_object / json_schema (grammar-constrained);
   llama.cpp-style extensions: top_k, repeat_penalty, grammar (GBNF);
-- one choice per request (`n` > 1 is refused), no logprobs, no tools;
+- `tools` and `tool_choice` (none, auto, required, a named function): the tools go into the model's chat
+  template and a required call is grammar-constrained to the tool's JSON schema; calls come back as
+  `tool_calls` with finish_reason "tool_calls" (serving/tools.py; the in-process engine only);
+- one choice per request (`n` > 1 is refused), no logprobs;
 - every response (and the last streamed chunk) carries `timings`: queue_ms, ttft_ms, tpot_ms,
   total_ms, tokens_per_s, measured by the engine;
 - errors as `{"error": {"message", "type", "code"}}`: 400 bad request or prompt too long,
@@ -25,7 +28,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import anyio
@@ -39,10 +42,12 @@ from serving.generator import (
     EngineClosedError,
     Generator,
     ModelNotFoundError,
+    NextTokenScorer,
     PromptTooLongError,
     SamplingParams,
     ServingError,
 )
+from serving.tools import ToolCall, answered_calls, call_grammar, check_tools, parse_calls, template_messages
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,12 @@ class ChatMessage(BaseModel):
         if isinstance(self.content, list):
             return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
         return self.content or ""
+
+    def for_template(self) -> dict[str, Any]:
+        """The message as a chat template reads it: role and text, and an assistant's tool calls or a tool
+        result's id when there are."""
+        extra = {k: v for k, v in (self.model_extra or {}).items() if k in ("tool_calls", "tool_call_id", "name")}
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text(), **extra}
 
 
 class ResponseFormat(BaseModel):
@@ -121,6 +132,13 @@ class _SamplingBody(BaseModel):
 class ChatCompletionRequest(_SamplingBody):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # accepted; a call under a grammar is one call
+
+    def tool_specs(self) -> list[dict[str, Any]]:
+        """The tools the model is shown: none when there are none or tool_choice is "none"."""
+        return [] if not self.tools or self.tool_choice == "none" else self.tools
 
     def _max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -203,6 +221,28 @@ class _Reply:
         return {"id": self.rid, "object": obj, "created": self.created, "model": self.model, "choices": [choice],
                 "usage": _usage(c), "timings": timings(c)}
 
+    def tool_body(self, c: Completion, content: str | None, calls: list[ToolCall]) -> dict:
+        """A chat completion whose answer is calls to the client's tools."""
+        message = {"role": "assistant", "content": content, "tool_calls": [t.to_openai() for t in calls]}
+        return {"id": self.rid, "object": "chat.completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
+                "usage": _usage(c), "timings": timings(c)}
+
+    def tool_events(self, c: Completion, content: str | None, calls: list[ToolCall],
+                    include_usage: bool) -> list[bytes]:
+        """The same as server-sent chunks (a call's arguments come whole, in one delta)."""
+        first = self.chunk(None, role=True)
+        first["choices"][0]["delta"]["content"] = content
+        calls_chunk = self.chunk(None)
+        calls_chunk["choices"][0]["delta"] = {"tool_calls": [t.to_openai(i) for i, t in enumerate(calls)]}
+        last = self.chunk(None, "tool_calls")
+        last["timings"] = timings(c)
+        out = [_sse(first), _sse(calls_chunk), _sse(last)]
+        if include_usage:
+            out.append(_sse({"id": self.rid, "object": self.chunk_object, "created": self.created,
+                             "model": self.model, "choices": [], "usage": _usage(c)}))
+        return out + [b"data: [DONE]\n\n"]
+
     def chunk(self, delta: str | None, finish: str | None = None, role: bool = False) -> dict:
         if self.kind == "chat":
             d: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
@@ -253,6 +293,11 @@ class _Reply:
             stream.cancel()  # the client went away (the task is cancelled): free the slot and its KV
 
 
+def _takes_tools(gen: Generator) -> bool:
+    """The in-process engine renders tools in the model's chat template (a remote backend does not, yet)."""
+    return isinstance(gen, NextTokenScorer)
+
+
 def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens: int = 512) -> APIRouter:
     """Routes under /v1 over the generator `get_generator()` returns (called per request, off the event loop:
     it may load the model the first time)."""
@@ -267,6 +312,8 @@ def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens:
         try:
             gen = await generator()
             params = body.params(default_max_tokens)
+            if kind == "chat" and (body.tools or any(m.role == "tool" for m in body.messages)):
+                return await tools_reply(gen, body, params, reply, request)
             if kind == "chat":
                 messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                             for m in body.messages]
@@ -289,6 +336,57 @@ def openai_router(get_generator: Callable[[], Generator], *, default_max_tokens:
             return await reply.whole(stream, request, echo)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(reply.events(stream, echo, include_usage), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def tools_reply(gen: Any, body: ChatCompletionRequest, params: SamplingParams, reply: _Reply,
+                          request: Request) -> Any:
+        """A chat with tools, or with tool calls and results in its history: the whole output is read for calls
+        (a required call is grammar-constrained; an "auto" output that tries a call and fails is asked again
+        under the grammar; a call the conversation already answered is not repeated: the model answers from
+        its result), then answered whole or as a short stream."""
+        tools = body.tool_specs()
+        forced = check_tools(tools, body.tool_choice) if tools else None
+        if not _takes_tools(gen):
+            raise ValueError("tools: this backend does not take tools (they need the in-process engine)")
+        messages = template_messages([m.for_template() for m in body.messages])
+        reply.model = gen.model_id
+
+        async def run(p: SamplingParams, shown: list[dict[str, Any]] | None) -> tuple[Completion | None, Any]:
+            stream = await anyio.to_thread.run_sync(lambda: gen.stream(messages, p, tools=shown or None))
+            answer = await reply.whole(stream, request, "")
+            return (stream.completion, None) if isinstance(answer, dict) else (None, answer)
+
+        c, error = await run(replace(params, grammar=call_grammar(tools, forced or None))
+                             if forced is not None else params, tools)
+        if c is None:
+            return error
+        content, calls, attempted = parse_calls(c.text, tools) if tools else (c.text, [], False)
+        if attempted and forced is None:  # a call that does not parse: the same request under the grammar
+            c, error = await run(replace(params, grammar=call_grammar(tools)), tools)
+            if c is None:
+                return error
+            content, calls, _ = parse_calls(c.text, tools)
+        if calls and forced is None and all(call.key() in answered_calls(messages) for call in calls):
+            c, error = await run(params, None)  # the results are there: answer from them
+            if c is None:
+                return error
+            content, calls = c.text, []
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if not calls:
+            if not body.stream:
+                return reply.body(c, content or "")
+            events = [_sse(reply.chunk(None, role=True)), _sse(reply.chunk(content or "")),
+                      _sse({**reply.chunk(None, _finish_reason(c)), "timings": timings(c)}), b"data: [DONE]\n\n"]
+        elif not body.stream:
+            return reply.tool_body(c, content, calls)
+        else:
+            events = reply.tool_events(c, content, calls, include_usage)
+
+        async def replay() -> AsyncIterator[bytes]:
+            for e in events:
+                yield e
+
+        return StreamingResponse(replay(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @router.post("/chat/completions", summary="OpenAI-compatible chat completion (SSE with stream=true)")
