@@ -75,6 +75,8 @@ class Verdict:
     best_sentences: dict[str, str] = field(default_factory=dict)  # chunk id -> its sentence closest in meaning
     cross: bool = False  # the passages are in another language than the question (the cross-language weights)
     missing: str | None = None  # the kind of address asked for that no passage holds at all ("email", "url")
+    # the passages' quotable sentences closest to the question in meaning, best first: (chunk id, sentence)
+    closest: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"answerable": self.answerable, "probability": round(self.probability, 4),
@@ -125,6 +127,7 @@ def _quotable(sentence: str) -> bool:
             and _LEADER.search(sentence) is None)
 
 
+CLOSEST = 6  # sentences kept for choosing the quote of a bare citation (Assistant.choose_quote)
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 
 Idf = Callable[[Sequence[str]], Sequence[float]]
@@ -143,28 +146,38 @@ class AnswerabilityVerifier:
 
     def sentences(self, question: str, hits: Sequence[Hit]) -> tuple[float, dict[str, str]]:
         """The cosine of the question and the passages' closest sentence, and each passage's closest one."""
+        top, best, _ = self._sentences(question, hits)
+        return top, best
+
+    def _sentences(self, question: str, hits: Sequence[Hit],
+                   keep: int = CLOSEST) -> tuple[float, dict[str, str], tuple[tuple[str, str], ...]]:
+        """sentences(), and the `keep` quotable sentences closest to the question over all passages."""
         spans = [(h.chunk.id, " ".join(h.chunk.text[a:b].split())) for h in hits
                  for a, b in split_sentences(h.chunk.text)]
         spans = [(cid, text) for cid, text in spans if len(text) >= MIN_SENTENCE_CHARS]
         if self.embedder is None or not spans:
-            return max((h.relevance for h in hits), default=0.0), {}
+            return max((h.relevance for h in hits), default=0.0), {}, ()
         unique = sorted({text for _, text in spans})
         vectors = dict(zip(unique, self.embedder.embed_documents(unique), strict=True))
         q = np.asarray(self.embedder.embed_query(question))
-        top, best = -1.0, dict[str, tuple[float, str]]()
+        top, best, ranked = -1.0, dict[str, tuple[float, str]](), dict[str, tuple[float, str]]()
         for cid, text in spans:
             cos = float(vectors[text] @ q)
             top = max(top, cos)
             if _quotable(text) and (cid not in best or cos > best[cid][0]):
                 best[cid] = (cos, text)
-        return top, {cid: text for cid, (_, text) in best.items()}
+            if _quotable(text) and text not in ranked:
+                ranked[text] = (cos, cid)
+        closest = sorted(ranked.items(), key=lambda kv: -kv[1][0])[:keep]
+        return top, {cid: text for cid, (_, text) in best.items()}, tuple((cid, text) for text, (_, cid) in closest)
 
     def features(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
         return self._features(question, hits, language)[0]
 
-    def _features(self, question: str, hits: Sequence[Hit], language: str) -> tuple[dict[str, float], dict[str, str]]:
-        sem, best = self.sentences(question, hits) if hits else (0.0, {})
-        return {**self._lexical(question, hits, language), "sem_sentence": sem}, best
+    def _features(self, question: str, hits: Sequence[Hit],
+                  language: str) -> tuple[dict[str, float], dict[str, str], tuple[tuple[str, str], ...]]:
+        sem, best, closest = self._sentences(question, hits) if hits else (0.0, {}, ())
+        return {**self._lexical(question, hits, language), "sem_sentence": sem}, best, closest
 
     def _lexical(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
         analyzer = self.analyzers.get(language)
@@ -237,8 +250,8 @@ class AnswerabilityVerifier:
         return None
 
     def verify(self, question: str, hits: Sequence[Hit], language: str) -> Verdict:
-        features, best = self._features(question, hits, language)
+        features, best, closest = self._features(question, hits, language)
         cross = self.is_cross(hits, language)
         p, threshold = self.probability(features, cross), self.weights_for(cross).threshold
         missing = self.absent_address(question, hits)
-        return Verdict(p >= threshold and missing is None, p, threshold, features, best, cross, missing)
+        return Verdict(p >= threshold and missing is None, p, threshold, features, best, cross, missing, closest)

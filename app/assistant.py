@@ -18,7 +18,7 @@ import numpy as np
 
 from app import prompts
 from app.answerability import AnswerabilityVerifier
-from app.grounding import compose
+from app.grounding import compose, is_bare
 from retrieval.compressor import ExtractiveCompressor
 from retrieval.language import detect_language
 from retrieval.retriever import Retriever
@@ -96,6 +96,7 @@ class AssistantSettings:
     support_threshold: float = 0.85
     answer_check: bool = False
     answer_check_margin: float = 0.0
+    choose_quote: bool = True  # a bare-citation draft's quote chosen by query likelihood (choose_quote)
 
 
 _CITE = re.compile(r"\[(\d{1,2})\]")
@@ -296,15 +297,18 @@ class Assistant:
                                      sources=sources, announce=False)
             return
         best = verdict.best_sentences if verdict is not None else {}
+        closest = verdict.closest if verdict is not None else ()
         yield from self._answer(question, messages, sources, language, t0, timings, {**check, **context_tokens},
-                                best)
+                                best, closest)
 
     def _answer(self, question: str, messages: list[dict[str, str]], sources: list[Citation], language: str,
                 t0: float, timings: dict[str, float | None], usage: dict[str, Any],
-                best: dict[str, str] | None = None) -> Iterator[tuple[str, Any]]:
+                best: dict[str, str] | None = None,
+                closest: tuple[tuple[str, str], ...] = ()) -> Iterator[tuple[str, Any]]:
         """Draft (short: the prompt asks for the exact words that answer), check it, and show the checked
         answer with the sentence of the source that supports it; refuse when the draft does not hold up.
-        `best`: each passage's sentence closest to the question in meaning (the verifier's), by chunk id."""
+        `best`: each passage's sentence closest to the question in meaning (the verifier's), by chunk id;
+        `closest`: the passages' sentences closest to it over all of them, best first (chunk id, sentence)."""
         params = SamplingParams(max_tokens=min(self.settings.max_tokens, DRAFT_TOKENS),
                                 temperature=self.settings.temperature)
         gen = self.generator.stream(messages, params)
@@ -320,8 +324,17 @@ class Assistant:
         draft = "".join(parts).strip()
         usage = {**usage, "prompt_tokens": completion.prompt_tokens, "draft": draft,
                  "completion_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason}
-        readable = [SimpleNamespace(n=s.n, text=neutralise_instructions(s.text), best=(best or {}).get(s.chunk_id))
-                    for s in sources]
+        best = dict(best or {})
+        readable = [SimpleNamespace(n=s.n, text=neutralise_instructions(s.text), best=None) for s in sources]
+        if self.settings.choose_quote and closest and is_bare(draft, question, readable):
+            t1 = time.perf_counter()
+            chosen = self.choose_quote(question, closest, sources)
+            if chosen is not None:  # the model pointed at a passage: quote the sentence likeliest to answer
+                cid, sentence = chosen
+                draft, best[cid] = f"[{next(s.n for s in sources if s.chunk_id == cid)}]", sentence
+                usage["quote_chosen_ms"] = round((time.perf_counter() - t1) * 1000, 1)
+        for r, s in zip(readable, sources, strict=True):
+            r.best = best.get(s.chunk_id)
         text, problem = compose(draft, question, readable, language)
         if text is None:
             yield from self._refusal(question, [], language, t0, timings,
@@ -344,6 +357,23 @@ class Assistant:
             cited = verify_citations(text, cited, self.retriever.embedder, self.settings.support_threshold)
         timings = {**timings, "total_ms": (time.perf_counter() - t0) * 1000}
         return Answer(question, text, False, cited, sources, language, timings, self.generator.model_id, usage)
+
+    def choose_quote(self, question: str, closest: tuple[tuple[str, str], ...],
+                     sources: list[Citation]) -> tuple[str, str] | None:
+        """Among the sources' sentences closest to the question in meaning, the one after which the model would
+        most likely ask the question (mean log-probability of its tokens: query likelihood). None without a
+        scoring engine or candidates. Chosen on XQuAD train/dev questions (docs/benchmarks/answers.md)."""
+        ids = {s.chunk_id for s in sources}
+        candidates = [(cid, text) for cid, text in closest if cid in ids]
+        if not candidates or not isinstance(self.generator, NextTokenScorer):
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        fmt = self.generator.format_chat
+        prompts_ = [fmt([{"role": "user", "content": prompts.QUESTION_LIKELIHOOD.format(passage=text)}])
+                    for _, text in candidates]
+        scores = self.generator.continuation_logprobs(prompts_, [question] * len(candidates))
+        return candidates[int(np.argmax([np.mean(s) for s in scores]))]
 
     def answer_check(self, question: str, hits: list[Hit]) -> float:
         """logP(no) - logP(yes) of the model asked whether the sources answer the question (> 0: rather no).

@@ -312,7 +312,8 @@ class Services:
                                            verify_citations=s.assistant.verify_citations,
                                            support_threshold=s.assistant.support_threshold,
                                            answer_check=s.assistant.answer_check,
-                                           answer_check_margin=s.assistant.answer_check_margin),
+                                           answer_check_margin=s.assistant.answer_check_margin,
+                                           choose_quote=s.assistant.choose_quote),
                          compressor=self.compressor, verifier=self.verifier)
 
     @component

@@ -192,6 +192,14 @@ def _is_source_number(body: str, question: str, sources: Sequence[_Source]) -> b
     return body.isdigit() and not asks_number and any(s.n == int(body) for s in sources)
 
 
+def is_bare(draft: str, question: str, sources: Sequence[_Source]) -> bool:
+    """The draft is only a pointer at a source: citation markers ("[2]"), or a lone source number ("1 [1]") for
+    a question that does not ask for a number."""
+    body = _CITE.sub(" ", draft).strip().strip(".:;,").strip()
+    return bool(draft.strip()) and not says_it_does_not_know(draft) and (
+        not body or _is_source_number(body, question, sources))
+
+
 def compose(draft: str, question: str, sources: Sequence[_Source], language: str) -> tuple[str | None, str]:
     """The answer to show for a draft, or (None, why not).
 

@@ -45,6 +45,10 @@ SEARCHED = {
     "ca": "He cercat als documents «{question}».",
 }
 
+# Query likelihood: how likely the model is to ask the question after reading one sentence (choosing the quote
+# of an answer that is only a citation; the prompt of unsupervised passage re-ranking, UPR).
+QUESTION_LIKELIHOOD = "Passage: {passage}\nWrite a question about this passage."
+
 # The plain prompt most RAG quick-starts use (LangChain's RAG prompt), the baseline bench/answers.py runs.
 PLAIN_RAG = ("You are an assistant for question-answering tasks. Use the following pieces of retrieved context to "
              "answer the question. If you don't know the answer, say that you don't know. Use three sentences "

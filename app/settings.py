@@ -199,6 +199,10 @@ class AssistantSection(BaseModel):
     answer_check: bool = Field(False, description="Before answering, ask the model yes/no whether the sources "
                                "answer the question, and refuse on no (docs/benchmarks/evaluation.md)")
     answer_check_margin: float = Field(0.0, description="Refuse when logP(no) - logP(yes) exceeds this")
+    choose_quote: bool = Field(True, description="When the model's draft is only a citation ('[2]'), quote the "
+                               "sentence, among the passages' closest in meaning, from which the model would most "
+                               "likely ask the question (query likelihood; costs the model reading six short "
+                               "prompts) rather than the cited passage's closest one")
     verifier: bool = Field(True, description="Decide whether the retrieved passages answer the question with the "
                            "trained answerability verifier (app/answerability.py) before the model writes, and "
                            "refuse, showing the closest passages, when they do not")

@@ -4,7 +4,8 @@
     python bench/render.py --out DIR       # the same pages into DIR (tests/bench compares them with the committed ones)
 
 Pages and the results files they read (docs/benchmarks/results/):
-    answers.md     answers.json (bench/answers.py), verifier.json (bench/verifier.py)
+    answers.md     answers.json (bench/answers.py), verifier.json (bench/verifier.py),
+                   quote-choice.json (bench/quote_choice.py)
     models.md      models.json, retrieval-e5.json (bench/embedders.py)
     retrieval.md   retrieval.json
     ingestion.md   ingestion.json, ingest-e5.json (bench/ingest.py)
@@ -209,6 +210,21 @@ def answers_page(results: Path = RESULTS) -> str | None:
                       "named question-language@document-language): "
                       + ", ".join(f"{k} {w:+.2f}" for k, w in v["cross_weights"].items())
                       + f"; threshold {v['fitted']['cross']['threshold']:.3f}."]
+    q = _load(results, "quote-choice.json")
+    if q is not None:
+        lines += ["", "## The quote of a bare citation", "",
+                  "When the draft is only a citation (\"[2]\"), the answer quotes a sentence. Share of answerable "
+                  "questions whose chosen sentence holds a reference answer, among the passages' six sentences "
+                  "closest in meaning (bench/quote_choice.py; chosen on XQuAD train and dev articles, the golden "
+                  "sets reported only).", "", _provenance(q, "quote-choice.json"),
+                  *[line for note in q.get("notes", []) for line in (note, "")],
+                  "| set | questions | top passage's closest | closest overall | model picks a number | "
+                  "query likelihood | any of the six | seconds (number / likelihood) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for name, r in q["results"].items():
+            lines.append(f"| {name} | {r['n']} | " + " | ".join(_cell('', r[w]) for w in
+                                                              ("top_passage", "closest", "mcq", "upr", "any_cand"))
+                         + f" | {r['mcq_s']} / {r['upr_s']} |")
     return "\n".join(lines) + "\n"
 
 

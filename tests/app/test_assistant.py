@@ -81,6 +81,21 @@ def test_refuses_in_catalan_and_spanish_when_the_documents_do_not_say(assistant)
     assert ca.sources and es.sources
 
 
+def test_a_bare_citation_quotes_the_sentence_the_question_is_likeliest_to_be_asked_of(assistant):
+    """The model's draft "[2]" points at a passage; of the passages' sentences closest to the question in meaning,
+    the quote is the one after which the model would most likely ask the question."""
+    a = assistant.answer("How long does reimbursement of travel expenses take?")
+    by_page = {c.page: c for c in a.sources}
+    assert 2 in by_page, "the reimbursement page is among the sources"
+    page2 = by_page[2]
+    closest = ((page2.chunk_id, "The daily allowance for meals abroad is 45 euros."),
+               (page2.chunk_id, "Travel expenses are reimbursed within 30 days after the receipts are uploaded to "
+                                "the finance portal."))
+    cid, sentence = assistant.choose_quote("How long does reimbursement of travel expenses take?", closest,
+                                           a.sources)
+    assert cid == page2.chunk_id and "30 days" in sentence
+
+
 def test_instructions_inside_documents_are_not_obeyed(assistant):
     a = assistant.answer("Who must travellers to high-risk countries register with?")
     assert "BANANA" not in a.text.upper()

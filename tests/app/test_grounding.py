@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.grounding import compose, grounding, language_of, only_citations, says_it_does_not_know
+from app.grounding import compose, grounding, is_bare, language_of, only_citations, says_it_does_not_know
 
 PASSAGE = ("Travel expenses are reimbursed within 30 days after the receipts are uploaded to the finance portal "
            "at https://finance.example.org. Contact travel@example.org for help.")
@@ -92,6 +92,9 @@ def test_a_lone_source_number_is_a_citation_unless_a_number_is_asked():
     assert text.startswith("The source says: «The movement began in the mid-18th century") and text.endswith("[1]")
     counted, _ = compose("1 [1]", "How many founders did it have?", sources, "en")
     assert counted.startswith("1 [1]")
+    assert is_bare("[2]", "What?", sources) and is_bare("1 [1]", "When did the movement begin?", sources)
+    assert not is_bare("1 [1]", "How many founders did it have?", sources)
+    assert not is_bare("the mid-18th century [1]", "When?", sources) and not is_bare("", "When?", sources)
 
 
 def test_a_short_answer_names_a_command_without_its_manual_section():
