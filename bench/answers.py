@@ -37,7 +37,7 @@ from app.container import Services  # noqa: E402
 from app.grounding import language_of, says_it_does_not_know  # noqa: E402
 from app.prompts import PLAIN_RAG  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.qa_sets import Question, data_dir, questions, sample  # noqa: E402
+from bench.qa_sets import Question, data_dir, questions, resumed_rows, sample  # noqa: E402
 from eval import metrics as M  # noqa: E402
 from retrieval.language import detect_language  # noqa: E402
 from serving.generator import SamplingParams  # noqa: E402
@@ -148,16 +148,7 @@ def main() -> None:
     args = ap.parse_args()
     rows_file = args.out.with_suffix(".rows.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    done: dict[tuple[str, str, str], dict[str, Any]] = {}
-    if args.resume and rows_file.exists():
-        for line in rows_file.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-            done[(r["set"], r["system"], r["id"])] = r
-    elif rows_file.exists():
-        rows_file.unlink()
+    done = {(r["set"], r["system"], r["id"]): r for r in resumed_rows(rows_file, args.resume)}
     systems = args.systems.split(",")
     t0 = time.perf_counter()
     rows = list(done.values())

@@ -45,6 +45,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
 
 
+def resumed_rows(rows_file: Path, resume: bool) -> list[dict[str, Any]]:
+    """A benchmark's rows from an earlier run when resuming (a line torn by a kill is skipped); when not
+    resuming, the old rows file is removed so that the run starts afresh."""
+    rows = []
+    if resume and rows_file.exists():
+        for line in rows_file.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    elif rows_file.exists():
+        rows_file.unlink()
+    return rows
+
+
 def article_of(passage_id: str) -> str:
     return passage_id.split("#", 1)[0]
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.container import Services  # noqa: E402
 from app.prompts import QUESTION_LIKELIHOOD  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.qa_sets import Question, data_dir, questions  # noqa: E402
+from bench.qa_sets import Question, data_dir, questions, resumed_rows  # noqa: E402
 from eval import metrics as M  # noqa: E402
 from retrieval.compressor import split_sentences  # noqa: E402
 
@@ -110,16 +110,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="reuse the rows of an earlier run")
     args = ap.parse_args()
     rows_file = args.out.with_suffix(".rows.jsonl")
-    done = {}
-    if args.resume and rows_file.exists():
-        for line in rows_file.read_text(encoding="utf-8").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-            done[(r["set"], r["id"])] = r
-    elif rows_file.exists():
-        rows_file.unlink()
+    done = {(r["set"], r["id"]): r for r in resumed_rows(rows_file, args.resume)}
     t0 = time.perf_counter()
     rows = list(done.values())
     with rows_file.open("a", encoding="utf-8") as sink:

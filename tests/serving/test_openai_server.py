@@ -7,58 +7,14 @@ client hides (SSE framing, status codes, cancellation on disconnect).
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai  # a test dependency ([test] extra), installed by `make test`
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from serving.engine import BatchingEngine
-from serving.openai_server import openai_router
-
-
-class Server:
-    """uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app: FastAPI) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-
-def serve(engine) -> Server:
-    app = FastAPI()
-    app.include_router(openai_router(lambda: engine, default_max_tokens=16))
-    return Server(app)
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    srv = serve(engine)
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def ask(question: str) -> list[dict]:
@@ -166,9 +122,9 @@ def test_bad_requests_get_openai_style_errors(client, server):
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_a_full_queue_answers_429_and_a_dropped_stream_frees_its_slot(smollm2_path):
+def test_a_full_queue_answers_429_and_a_dropped_stream_frees_its_slot(smollm2_path, serve_openai):
     engine = BatchingEngine(smollm2_path, n_ctx=512, n_threads=2, max_sequences=1, max_queue=1)
-    srv = serve(engine)
+    srv = serve_openai(engine)
     try:
         long = {"messages": ask("Tell me a long story about a dragon."), "max_tokens": 300, "stream": True}
         with httpx.stream("POST", srv.url + "/v1/chat/completions", json=long, timeout=60) as running:

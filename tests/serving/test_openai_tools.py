@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from serving.engine import BatchingEngine
-from tests.serving.test_openai_server import ask, serve, sse_events
+from tests.serving.test_openai_server import ask, sse_events
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city.",
@@ -26,18 +26,6 @@ HOLIDAYS = {"type": "function", "function": {
     "name": "count_holidays", "description": "How many days of holiday an employee has left this year.",
     "parameters": {"type": "object", "properties": {"employee_id": {"type": "integer"}},
                    "required": ["employee_id"]}}}
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    srv = serve(engine)
-    yield srv
-    srv.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def test_a_required_call_follows_the_tool_schema(client):
@@ -92,12 +80,12 @@ def test_bad_tools_get_a_message_naming_the_field(client, server):
 
 
 @pytest.fixture(scope="module")
-def qwen_client(tmp_path_factory):
+def qwen_client(tmp_path_factory, serve_openai):
     from app.models import resolve_model
 
     path = resolve_model("qwen2.5-coder-1.5b", tmp_path_factory.mktemp("models"))
     engine = BatchingEngine(path, n_ctx=4096, n_threads=2, max_sequences=2)
-    srv = serve(engine)
+    srv = serve_openai(engine)
     yield openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
     srv.close()
     engine.close()
