@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]  # (file, files done, files total)
 FileProgressFn = Callable[[str, int, int], None]  # (file, chunks embedded, chunks of that file)
+FileDoneFn = Callable[["FileResult"], None]  # a file's result once it is ingested or failed
 
 
 @dataclass(slots=True)
@@ -165,7 +166,7 @@ class IngestPipeline:
 
     def ingest(self, paths: Sequence[str | Path], collection: str = "default",
                progress: ProgressFn | None = None, *, prune: bool = False,
-               file_progress: FileProgressFn | None = None) -> IngestReport:
+               file_progress: FileProgressFn | None = None, on_file: FileDoneFn | None = None) -> IngestReport:
         """Ingest files and folders into `collection`; unchanged files are skipped by content hash.
 
         Files that fail are reported and skipped; the others are published together in one new index
@@ -174,11 +175,11 @@ class IngestPipeline:
         in the same generation.
         """
         return self.ingest_groups({collection: list(paths)}, prune=prune, progress=progress,
-                                  file_progress=file_progress)[0]
+                                  file_progress=file_progress, on_file=on_file)[0]
 
     def ingest_groups(self, groups: dict[str, list[str | Path]], *, replace: bool = False, prune: bool = False,
-                      progress: ProgressFn | None = None,
-                      file_progress: FileProgressFn | None = None) -> list[IngestReport]:
+                      progress: ProgressFn | None = None, file_progress: FileProgressFn | None = None,
+                      on_file: FileDoneFn | None = None) -> list[IngestReport]:
         """Ingest several collections in one write session; replace=True rebuilds the index from these alone;
         prune=True also removes each collection's documents that are gone from under its given folders."""
         identity = IndexIdentity(self.embedder.model_id, self.embedder.dim, self.chunker.settings_id)
@@ -190,7 +191,7 @@ class IngestPipeline:
             if self.english_embedder is not None:
                 self._backfill_english(store, file_progress)
             for collection, files in collected.items():
-                reports.append(self._ingest_files(store, files, collection, progress, file_progress))
+                reports.append(self._ingest_files(store, files, collection, progress, file_progress, on_file))
                 if prune:
                     reports[-1].removed = self._prune(store, groups[collection], collection)
                 reports[-1].total_chunks = len(store)
@@ -211,7 +212,8 @@ class IngestPipeline:
                 "settings, or restore the old ones.")
 
     def _ingest_files(self, store: StoreWriter, files: list[Path], collection: str,
-                      progress: ProgressFn | None, file_progress: FileProgressFn | None) -> IngestReport:
+                      progress: ProgressFn | None, file_progress: FileProgressFn | None,
+                      on_file: FileDoneFn | None = None) -> IngestReport:
         t0 = time.perf_counter()
         report = IngestReport(collection=collection)
         ingested_at = datetime.now(UTC).isoformat()
@@ -264,6 +266,8 @@ class IngestPipeline:
                 logger.warning("skipped %s", e)
                 results[path] = FileResult(source, "failed", error=str(e), reason=e.reason,
                                            seconds=time.perf_counter() - ft + parsed.seconds)
+            if on_file:
+                on_file(results[path])
             done += 1
         if progress:
             progress("", len(files), len(files))

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -15,6 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.cli.common import build_services, err, load_cli_settings, print_json
 from app.errors import ConsultaError
+
+if TYPE_CHECKING:
+    from ingest.pipeline import FileResult
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Files or folders (PDF, Word, HTML, Markdown, text)")]
 CollectionOpt = Annotated[str | None, typer.Option(help="Collection to put them in")]
@@ -37,24 +42,61 @@ def sync(paths: PathsArg, collection: CollectionOpt = None, as_json: JsonOpt = F
     _ingest(paths, collection, prune=True, as_json=as_json)
 
 
+class IngestRates:
+    """Pages/s and chunks/s since the start of an ingestion, for its progress bar.
+
+    Pages count when their file is done; chunks as they are embedded (the current file's too).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._start = clock()
+        self.pages = 0
+        self.chunks = 0  # of finished files
+        self._current = 0  # embedded so far in the file being embedded
+
+    def embedding(self, done: int) -> None:
+        self._current = done
+
+    def file_done(self, result: FileResult) -> None:
+        self.pages += result.pages or 0
+        self.chunks += result.chunks
+        self._current = 0
+
+    def __str__(self) -> str:
+        seconds = self._clock() - self._start
+        if seconds <= 0 or not (self.pages or self.chunks or self._current):
+            return ""
+        chunks = f"{(self.chunks + self._current) / seconds:.1f} chunks/s"
+        return f"{self.pages / seconds:.2f} pages/s, {chunks}" if self.pages else chunks  # pages: once a file is done
+
+
 def _ingest(paths: list[Path], collection: str | None, *, prune: bool, as_json: bool) -> None:
     services = build_services()
     collection = collection or services.settings.ingest.default_collection
+    rates = IngestRates()
     with Progress(TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, disable=as_json or not err.is_terminal, transient=True) as bar:
-        overall = bar.add_task("files", total=None)
-        current = bar.add_task("", total=None, visible=False)
+                  TextColumn("{task.fields[rates]}"), console=err, disable=as_json or not err.is_terminal,
+                  transient=True) as bar:
+        overall = bar.add_task("files", total=None, rates="")
+        current = bar.add_task("", total=None, visible=False, rates="")
 
         def progress(name: str, done: int, total: int) -> None:
             bar.update(overall, completed=done, total=total, description=f"files ({Path(name).name[:36]})"
-                       if name else "files")
+                       if name else "files", rates=str(rates))
 
         def file_progress(name: str, done: int, total: int) -> None:
+            rates.embedding(done)
             bar.update(current, completed=done, total=total, visible=done < total,
                        description=f"  chunks of {Path(name).name[:32]}")
+            bar.update(overall, rates=str(rates))
+
+        def on_file(result: FileResult) -> None:
+            rates.file_done(result)
+            bar.update(overall, rates=str(rates))
 
         report = services.pipeline.ingest(paths, collection, progress=progress, prune=prune,
-                                          file_progress=file_progress)
+                                          file_progress=file_progress, on_file=on_file)
     if as_json:
         print_json(report.to_dict())
     else:

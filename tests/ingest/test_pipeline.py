@@ -76,6 +76,36 @@ def test_bad_files_are_reported_and_the_rest_ingested(tmp_path, pipeline):
     assert len(FaissStore(tmp_path / "index").load()) == 1
 
 
+def test_the_progress_bar_shows_pages_and_chunks_per_second(tmp_path, pipeline):
+    """`consulta ingest` shows pages/s and chunks/s: from each file's result as it finishes, chunks as embedded."""
+    from app.cli.commands import IngestRates
+
+    d = tmp_path / "docs"
+    d.mkdir()
+    make_pdf(d / "handbook.pdf", HANDBOOK_PAGES)
+    (d / "broken.pdf").write_bytes(b"%PDF-1.7 truncated")
+    now = [0.0]
+    rates = IngestRates(clock=lambda: now[0])
+    finished = []
+
+    def on_file(result):
+        finished.append(result)
+        rates.file_done(result)
+
+    report = pipeline.ingest([d], "c", file_progress=lambda name, done, total: rates.embedding(done),
+                             on_file=on_file)
+    assert [(f.source, f.status) for f in finished] == [(f.source, f.status) for f in report.files]
+    handbook = next(f for f in report.files if f.status == "ingested")
+    assert handbook.pages == len(HANDBOOK_PAGES) and handbook.chunks > 0
+    now[0] = 2.0
+    assert str(rates) == f"{len(HANDBOOK_PAGES) / 2:.2f} pages/s, {handbook.chunks / 2:.1f} chunks/s"
+    assert str(IngestRates()) == "", "nothing is shown before the first chunk"
+    first = IngestRates(clock=lambda: now[0])
+    first.embedding(3)
+    now[0] = 4.0
+    assert str(first) == "1.5 chunks/s", "no 0.00 pages/s while the first file is still being embedded"
+
+
 def test_missing_path_is_a_clear_error(tmp_path, pipeline):
     with pytest.raises(InputPathError, match="nope.pdf: no such file"):
         pipeline.ingest([tmp_path / "nope.pdf"], "c")
