@@ -64,6 +64,7 @@ import numpy as np  # noqa: E402
 
 from serving.engine import BatchingEngine  # noqa: E402
 from serving.generator import SamplingParams  # noqa: E402
+from serving.llama_model import high_level_llama  # noqa: E402
 
 FILLER = (
     "The committee reviewed the quarterly report, the maintenance schedule for the north building, "
@@ -265,7 +266,7 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
     """Run every concurrency level against one system, in this process."""
     per_seq = args.prompt_tokens + args.max_tokens + 32
     n_ctx_seq = -(-per_seq // 256) * 256  # llama.cpp rounds each sequence's share up to 256
-    vocab = Llama(args.model, vocab_only=True, verbose=False)
+    vocab = high_level_llama(args.model, vocab_only=True, verbose=False)
     engine = llm = None
     if system == "consulta":
         engine = BatchingEngine(args.model, n_ctx=n_ctx_seq * max(levels), n_threads=args.threads,
@@ -274,7 +275,7 @@ def measure(system: str, args: argparse.Namespace, levels: list[int]) -> tuple[l
         engine.warm_up()
     elif system == "sequential":
         # n_threads_batch too: Llama's default is every core for prompt processing
-        llm = Llama(args.model, n_ctx=n_ctx_seq, n_batch=args.n_batch, n_threads=args.threads,
+        llm = high_level_llama(args.model, n_ctx=n_ctx_seq, n_batch=args.n_batch, n_threads=args.threads,
                     n_threads_batch=args.threads, n_gpu_layers=args.n_gpu_layers, flash_attn=False, verbose=False)
     results, texts = [], {}
     try:

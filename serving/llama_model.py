@@ -31,6 +31,35 @@ def _route_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> N
         _native_logger.log(_NATIVE_LEVELS.get(level, logging.DEBUG), "%s", message)
 
 
+def amx_cpu() -> bool:
+    """llama.cpp's CPU backend was built with AMX (Sapphire Rapids and later). Its AMX weight buffers crash in
+    the first matrix product with the bundled Q4_K_M models (ggml-org/llama.cpp#20824: a segmentation fault in
+    ggml_backend_amx_mul_mat), so on such a CPU the model loads without the extra buffer types."""
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace")
+
+
+def high_level_llama(model_path: str | Path, **kwargs: Any) -> Any:
+    """llama-cpp-python's high-level `Llama` (the reference the tests and benches compare the engine with),
+    loaded as `LlamaModel` loads on an AMX CPU (see `amx_cpu`). It has no switch for the buffer types, so its
+    default model parameters are wrapped while it loads."""
+    import llama_cpp.llama_cpp as low  # the module llama_cpp.Llama takes its default parameters from
+
+    if not amx_cpu():
+        return llama_cpp.Llama(str(model_path), **kwargs)
+    defaults = low.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_extra_buffers
+    try:
+        return llama_cpp.Llama(str(model_path), **kwargs)
+    finally:
+        low.llama_model_default_params = defaults
+
+
 def init_backend() -> None:
     """Route llama.cpp's log to Python logging and initialise its backend (once per process is enough)."""
     llama_cpp.llama_log_set(_route_native_log, ctypes.c_void_p(0))
@@ -75,6 +104,9 @@ class LlamaModel:
                 "(docs/serving.md, 'GPU (CUDA) build')", self.n_gpu_layers)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
+        if amx_cpu() and hasattr(mparams, "use_extra_bufts"):
+            mparams.use_extra_bufts = False  # no AMX (nor repacked) weight buffers: see amx_cpu
+            logger.info("this CPU has AMX: %s loads without llama.cpp's AMX weight buffers", self.model_id)
         model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), mparams)
         if not model:
             raise ServingError(f"llama.cpp could not load {self.model_path} (not a GGUF model, or unsupported)")

@@ -19,6 +19,7 @@ from serving.generator import (
     PromptTooLongError,
     SamplingParams,
 )
+from serving.llama_model import high_level_llama
 
 GREEDY = SamplingParams(max_tokens=24)
 QUESTIONS = [
@@ -77,10 +78,9 @@ def test_batched_greedy_equals_solo_greedy(engine):
 def test_greedy_takes_the_same_tokens_as_llama_cpps_greedy_sampler(engine, smollm2_path):
     """Plain greedy requests skip the sampler chain (the logits' argmax, read with numpy); llama-cpp-python's
     high-level Llama samples through llama.cpp's greedy sampler. Batched together, the same text comes out."""
-    import llama_cpp
 
     prompts = [engine.format_chat(chat(q)) for q in QUESTIONS[4:8]]
-    llm = llama_cpp.Llama(str(smollm2_path), n_ctx=512, n_batch=256, n_threads=2, verbose=False)
+    llm = high_level_llama(smollm2_path, n_ctx=512, n_batch=256, n_threads=2, verbose=False)
     try:
         reference = [llm.create_completion(p, max_tokens=GREEDY.max_tokens, temperature=0.0,
                                            repeat_penalty=1.0)["choices"][0]["text"] for p in prompts]
@@ -263,10 +263,9 @@ def test_next_token_logprobs_scores_candidates_without_generating(engine):
 
 def _reference_logprobs(model_path, prompt: str, continuation: str) -> list[float]:
     """What llama-cpp-python's high-level Llama gives with logits for every row (the slow, obvious way)."""
-    import llama_cpp
     import numpy as np
 
-    llm = llama_cpp.Llama(str(model_path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+    llm = high_level_llama(model_path, n_ctx=512, n_threads=2, logits_all=True, verbose=False)
     head = llm.tokenize(prompt.encode(), add_bos=True, special=True)
     tail = llm.tokenize(continuation.encode(), add_bos=False, special=False)
     llm.eval(head + tail)
