@@ -249,8 +249,14 @@ class AnswerabilityVerifier:
                 return kind
         return None
 
-    def verify(self, question: str, hits: Sequence[Hit], language: str) -> Verdict:
+    def verify(self, question: str, hits: Sequence[Hit], language: str,
+               reading: Sequence[Hit] | None = None) -> Verdict:
+        """Whether `hits` answer the question. `reading`: the same passages as the model will read them (made
+        whole by the SentenceCompleter); the verdict's sentences to quote come from them, while the decision
+        stays on the passages as retrieved, the text the weights were fitted on."""
         features, best, closest = self._features(question, hits, language)
+        if reading is not None and [h.chunk.text for h in reading] != [h.chunk.text for h in hits]:
+            _, best, closest = self._sentences(question, reading)
         cross = self.is_cross(hits, language)
         p, threshold = self.probability(features, cross), self.weights_for(cross).threshold
         missing = self.absent_address(question, hits)

