@@ -8,6 +8,8 @@ checked after (app/grounding.py).
 
 from __future__ import annotations
 
+import re
+
 SYSTEM = {
     "en": "Read the numbered sources and answer the question in English with the exact answer copied from the "
           "sources: only the words that answer it (a command, a file, a package, a name, a number, a date), then "
@@ -63,8 +65,11 @@ def user_prompt(language: str, sources: str, question: str) -> str:
     return USER.get(language, USER["en"]).format(sources=sources, question=question)
 
 
+_BULLET = re.compile(r"^[•◦▪‣–]\s+")  # a list item's mark: the quote starts with its words
+
+
 def quote(language: str, text: str) -> str:
-    return QUOTE.get(language, QUOTE["en"]).format(text=" ".join(text.split()))
+    return QUOTE.get(language, QUOTE["en"]).format(text=_BULLET.sub("", " ".join(text.split())))
 
 
 def refusal(language: str, searched: str | None = None) -> str:

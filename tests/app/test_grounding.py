@@ -173,3 +173,9 @@ def test_a_long_run_on_sentence_is_quoted_around_the_words_of_the_question():
     source = SimpleNamespace(n=1, text=run_on, best=run_on)
     text, _ = compose("[2]", "¿Con qué orden se crea por primera vez el chroot local de pbuilder?", [source], "es")
     assert text is not None and "sudo pbuilder create" in text and text.count(" ") < 50, text
+
+
+def test_a_quoted_list_item_drops_its_bullet():
+    source = SimpleNamespace(n=1, text="Ordres útils:\n• L’ordre wnpp-alert del paquet devscripts", best=None)
+    text, _ = compose("[1]", "Quina ordre vigila els paquets wnpp?", [source], "ca")
+    assert text is not None and "«L’ordre wnpp-alert" in text and "•" not in text, text
