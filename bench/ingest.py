@@ -12,7 +12,7 @@ folder in turn, until that many pages are reached (embedding runs at about one p
 so the whole set takes about an hour). Reads the data from ../shared/data; never copies it.
 
 --embedders runs the same files once per embedder (retrieval.embedder setting; "e5@8" also sets
-retrieval.embed_batch_size to 8), each in its own process so
+retrieval.embed_batch_size to 8, "e5:fp32@8" retrieval.embed_precision too), each in its own process so
 that its peak RSS is its own, and prints them side by side with the embedder's own chunks/s (its
 embed_documents calls alone; the "embed" timing also holds the English MiniLM vectors) and the speed-up
 over the first one. --out also writes the JSON, with the command, commit, date and machine.
@@ -70,9 +70,11 @@ def run_one(files: list[Path], root: Path, args: argparse.Namespace, embedder: s
     if args.no_tables:
         ingest["pdf_tables"] = False
     retrieval: dict = {}
-    if embedder:  # "e5@8": the e5 embedder with retrieval.embed_batch_size 8
-        name, _, batch = embedder.partition("@")
-        retrieval = {"embedder": name} | ({"embed_batch_size": int(batch)} if batch else {})
+    if embedder:  # "e5@8": the e5 embedder with retrieval.embed_batch_size 8; "e5:fp32@8" also its precision
+        spec, _, batch = embedder.partition("@")
+        name, _, precision = spec.partition(":")
+        retrieval = ({"embedder": name} | ({"embed_batch_size": int(batch)} if batch else {})
+                     | ({"embed_precision": precision} if precision else {}))
     with tempfile.TemporaryDirectory(prefix="consulta-ingest-bench-") as tmp:
         services = Services(Settings(data_dir=Path(tmp), ingest=ingest, retrieval=retrieval))
         emb = services.embedder
@@ -115,6 +117,7 @@ def run_one(files: list[Path], root: Path, args: argparse.Namespace, embedder: s
         "settings": {"chunker": services.chunker.settings_id, "parse_workers": s.parse_workers,
                      "pdf_tables": s.pdf_tables, "embedder": embedder or services.settings.retrieval.embedder,
                      "embed_batch_size": getattr(emb, "batch_size", None),
+                     "embed_precision": getattr(emb, "precision", None),
                      "model_id": emb.model_id, "device": getattr(emb, "device", "cpu"),
                      "english_embedder": services.settings.retrieval.english_embedder},
         "sources": sorted({str(p.parent.relative_to(root)) for p in files}),

