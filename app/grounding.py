@@ -16,6 +16,7 @@ from app.answerability import ANSWER_TYPES, ASKING
 from retrieval.bm25 import Analyzers
 from retrieval.compressor import split_sentences
 from retrieval.language import language_scores
+from retrieval.neighbours import ANNOUNCES
 
 SHORT_WORDS = 12  # a draft of at most this many words is an answer span, shown with its supporting sentence
 QUOTE_WORDS = 40  # a quoted sentence longer than this is cut to the words around the answer
@@ -172,19 +173,19 @@ def trimmed(sentence: str, around: str = "", limit: int = QUOTE_WORDS) -> str:
     if len(words) <= limit:
         return sentence
     at = sentence.lower().find(around.lower()) if around else -1
-    centre = len(sentence[:at].split()) if at >= 0 else 0
+    return _window(words, len(sentence[:at].split()) if at >= 0 else 0, limit)
+
+
+def _window(words: list[str], centre: int, limit: int) -> str:
+    """`limit` words with word `centre` a third of the way in, marked "…" where words were left out."""
     start = max(0, min(centre - limit // 3, len(words) - limit))
     return ("… " if start else "") + " ".join(words[start:start + limit]) + (" …" if start + limit < len(words) else "")
-
-
-# A sentence that introduces what comes next: it ends with a colon, or a colon and a shell prompt.
-_INTRODUCES = re.compile(r":\s*[$#]?\s*$")
 
 
 def with_what_follows(text: str, sentence: str) -> tuple[str, str]:
     """(the sentence, "") or, for a sentence of `text` that introduces what follows ("... ejecutando: $"), (it
     with its next sentence, that next sentence): a quote must not stop just before the command it announces."""
-    if not _INTRODUCES.search(sentence) or not sentence.split():
+    if not ANNOUNCES.search(sentence) or not sentence.split():
         return sentence, ""
     found = re.search(r"\s+".join(map(re.escape, sentence.split())), text)  # the passage may break its lines
     if found is None:
@@ -208,11 +209,7 @@ def focused(sentence: str, question: str, limit: int = QUOTE_WORDS, span: int = 
     hits = [any(t.lower()[:5] in asked for t in re.findall(r"\w{4,}", w)) for w in words]
     counts = [sum(hits[i:i + span]) for i in range(len(words))]
     best = max(range(len(words)), key=lambda i: (counts[i], -i))
-    if not counts[best]:
-        return trimmed(sentence, "", limit)
-    first = best + hits[best:].index(True)
-    start = max(0, min(first - limit // 3, len(words) - limit))
-    return ("… " if start else "") + " ".join(words[start:start + limit]) + (" …" if start + limit < len(words) else "")
+    return _window(words, best + hits[best:].index(True) if counts[best] else 0, limit)
 
 
 def best_sentence(text: str, words_of: str) -> str:

@@ -25,15 +25,15 @@ from retrieval.types import Chunk, Hit
 _ENDED = re.compile(r"[.!?…][\"'»”’)\]]*\s*$")
 # Where the continuation stops: a sentence end (punctuation then space) or a blank line.
 _STOP = re.compile(r"[.!?…][\"'»”’)\]]*(?=\s)|\n\s*\n")
-# A passage that ends announcing what follows: a colon, or a colon and a shell prompt.
-_ANNOUNCES = re.compile(r":\s*[$#]?\s*$")
+# Text that ends announcing what follows: a colon, or a colon and a shell prompt ("ejecutando: $").
+ANNOUNCES = re.compile(r":\s*[$#]?\s*$")
 _MAX_GAP = 2  # characters between two chunks (the line breaks the chunker dropped) that still join them
 # Where a sentence starts in the words before a passage: after a sentence end and its space, or a blank line.
 _STARTS = re.compile(r"[.!?…][\"'»”’)\]]*\s+|\n\s*\n\s*")
 
 
 class SentenceCompleter:
-    """Finds each chunk's successor in its document (built once per index generation) and completes hits."""
+    """Finds each chunk's neighbours in its document (built once per index generation) and completes hits."""
 
     def __init__(self, store: StoreReader, *, max_chars: int = 300) -> None:
         self.store = store
@@ -43,8 +43,8 @@ class SentenceCompleter:
         self._previous: dict[str, Chunk] = {}
         self._lock = threading.Lock()
 
-    def _successors(self) -> dict[str, Chunk]:
-        """Each chunk's next chunk in its document (and, in `_previous`, its previous one)."""
+    def _neighbours(self) -> tuple[dict[str, Chunk], dict[str, Chunk]]:
+        """Each chunk's next and previous chunk in its document, by chunk id."""
         with self._lock:
             generation = self.store.generation
             if generation != self._generation:
@@ -58,7 +58,7 @@ class SentenceCompleter:
                     for a, b in zip(chunks, chunks[1:], strict=False):
                         successors[a.id], predecessors[b.id] = b, a
                 self._next, self._previous, self._generation = successors, predecessors, generation
-            return self._next
+            return self._next, self._previous
 
     def _joint(self, left: Chunk, right: Chunk) -> str | None:
         """The document's text from `left`'s start to `right`'s end: the two overlap, or a line break or two
@@ -78,12 +78,12 @@ class SentenceCompleter:
         it ends a sentence already, nothing reaches it, or the end is more than `max_chars` away."""
         if not chunk.text.strip() or _ENDED.search(chunk.text) or "window" in chunk.meta:
             return ""
-        after = self._successors().get(chunk.id)
+        after = self._neighbours()[0].get(chunk.id)
         joint = self._joint(chunk, after) if after is not None and after.end > chunk.end else None
         if joint is None:
             return ""
         rest = joint[len(chunk.text):]
-        if _ANNOUNCES.search(chunk.text):
+        if ANNOUNCES.search(chunk.text):
             line = re.match(r"\s*\S[^\n]*", rest)  # the command, on this line or the next
             return line.group().rstrip() if line is not None and line.end() <= self.max_chars else ""
         m = _STOP.search(rest)
@@ -95,8 +95,7 @@ class SentenceCompleter:
         lowercase letter); "" otherwise, or when no earlier chunk reaches it."""
         if not chunk.text.lstrip()[:1].islower() or "window" in chunk.meta:
             return ""
-        self._successors()
-        before = self._previous.get(chunk.id)
+        before = self._neighbours()[1].get(chunk.id)
         joint = self._joint(before, chunk) if before is not None and before.start < chunk.start else None
         if before is None or joint is None:
             return ""
