@@ -127,6 +127,7 @@ def _quotable(sentence: str) -> bool:
             and _LEADER.search(sentence) is None)
 
 
+QUERY_KEY = "\x00question"  # the question's own vector among the sentence vectors (no sentence holds a NUL)
 CLOSEST = 6  # sentences kept for choosing the quote of a bare citation (Assistant.choose_quote)
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 
@@ -149,17 +150,24 @@ class AnswerabilityVerifier:
         top, best, _ = self._sentences(question, hits)
         return top, best
 
-    def _sentences(self, question: str, hits: Sequence[Hit],
-                   keep: int = CLOSEST) -> tuple[float, dict[str, str], tuple[tuple[str, str], ...]]:
-        """sentences(), and the `keep` quotable sentences closest to the question over all passages."""
+    def _sentences(self, question: str, hits: Sequence[Hit], keep: int = CLOSEST,
+                   vectors: dict[str, np.ndarray] | None = None
+                   ) -> tuple[float, dict[str, str], tuple[tuple[str, str], ...]]:
+        """sentences(), and the `keep` quotable sentences closest to the question over all passages.
+        `vectors`: text -> embedding, already computed (the question under QUERY_KEY); filled with the new ones,
+        so that reading the same passages made whole embeds only the sentences that changed."""
         spans = [(h.chunk.id, " ".join(h.chunk.text[a:b].split())) for h in hits
                  for a, b in split_sentences(h.chunk.text)]
         spans = [(cid, text) for cid, text in spans if len(text) >= MIN_SENTENCE_CHARS]
         if self.embedder is None or not spans:
             return max((h.relevance for h in hits), default=0.0), {}, ()
-        unique = sorted({text for _, text in spans})
-        vectors = dict(zip(unique, self.embedder.embed_documents(unique), strict=True))
-        q = np.asarray(self.embedder.embed_query(question))
+        vectors = {} if vectors is None else vectors
+        new = sorted({text for _, text in spans} - vectors.keys())
+        if new:
+            vectors.update(zip(new, self.embedder.embed_documents(new), strict=True))
+        if QUERY_KEY not in vectors:
+            vectors[QUERY_KEY] = np.asarray(self.embedder.embed_query(question))
+        q = vectors[QUERY_KEY]
         top, best, ranked = -1.0, dict[str, tuple[float, str]](), dict[str, tuple[float, str]]()
         for cid, text in spans:
             cos = float(vectors[text] @ q)
@@ -174,9 +182,10 @@ class AnswerabilityVerifier:
     def features(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
         return self._features(question, hits, language)[0]
 
-    def _features(self, question: str, hits: Sequence[Hit],
-                  language: str) -> tuple[dict[str, float], dict[str, str], tuple[tuple[str, str], ...]]:
-        sem, best, closest = self._sentences(question, hits) if hits else (0.0, {}, ())
+    def _features(self, question: str, hits: Sequence[Hit], language: str,
+                  vectors: dict[str, np.ndarray] | None = None
+                  ) -> tuple[dict[str, float], dict[str, str], tuple[tuple[str, str], ...]]:
+        sem, best, closest = self._sentences(question, hits, vectors=vectors) if hits else (0.0, {}, ())
         return {**self._lexical(question, hits, language), "sem_sentence": sem}, best, closest
 
     def _lexical(self, question: str, hits: Sequence[Hit], language: str) -> dict[str, float]:
@@ -254,9 +263,10 @@ class AnswerabilityVerifier:
         """Whether `hits` answer the question. `reading`: the same passages as the model will read them (made
         whole by the SentenceCompleter); the verdict's sentences to quote come from them, while the decision
         stays on the passages as retrieved, the text the weights were fitted on."""
-        features, best, closest = self._features(question, hits, language)
+        vectors: dict[str, np.ndarray] = {}
+        features, best, closest = self._features(question, hits, language, vectors)
         if reading is not None and [h.chunk.text for h in reading] != [h.chunk.text for h in hits]:
-            _, best, closest = self._sentences(question, reading)
+            _, best, closest = self._sentences(question, reading, vectors=vectors)
         cross = self.is_cross(hits, language)
         p, threshold = self.probability(features, cross), self.weights_for(cross).threshold
         missing = self.absent_address(question, hits)

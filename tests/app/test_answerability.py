@@ -110,6 +110,36 @@ def test_the_closest_sentence_in_meaning_is_found_in_spanish_and_catalan(embedde
     assert verdict.best_sentences == best_ca and set(verdict.features) == set(FEATURES)
 
 
+class _Counting:
+    """The real embedder, counting what it is asked to embed."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder, self.documents, self.queries = embedder, [], 0
+
+    def embed_documents(self, texts):
+        self.documents += list(texts)
+        return self.embedder.embed_documents(texts)
+
+    def embed_query(self, text):
+        self.queries += 1
+        return self.embedder.embed_query(text)
+
+
+def test_reading_the_passages_made_whole_embeds_only_the_sentences_that_changed(embedder):
+    bm25 = Bm25Index.build(PASSAGES, ["en"] * len(PASSAGES), Bm25Params())
+    counting = _Counting(embedder)
+    v = AnswerabilityVerifier(VerifierWeights.bundled(), bm25.idf, bm25.analyzers, counting)
+    cut = "El menjador obre a les vuit. El personal té 23 dies laborables"
+    whole = cut + " de vacances l'any."
+    retrieved = [Hit(Chunk("ca", "d", cut, 0, len(cut), {"source": "manual.pdf"}), 0.85, 0.85)]
+    reading = [Hit(Chunk("ca", "d", whole, 0, len(whole), {"source": "manual.pdf"}), 0.85, 0.85)]
+    verdict = v.verify("Quants dies de vacances té el personal?", retrieved, "ca", reading=reading)
+    assert verdict.best_sentences["ca"] == "El personal té 23 dies laborables de vacances l'any."
+    assert counting.queries == 1
+    assert sorted(counting.documents) == ["El menjador obre a les vuit.", "El personal té 23 dies laborables",
+                                          "El personal té 23 dies laborables de vacances l'any."]
+
+
 def _language_hits(language: str | None) -> list[Hit]:
     return [Hit(Chunk(f"c{i}", f"d{i}", text, 0, len(text), {"source": f"doc{i}.pdf", "language": language}), r, r)
             for i, (text, r) in enumerate(zip(PASSAGES, (0.86, 0.82, 0.80), strict=True))]
