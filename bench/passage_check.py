@@ -35,16 +35,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.qa_sets import SEED, _qa_folder, article_of, questions, read_jsonl  # noqa: E402
+from eval.metrics import contains_answer  # noqa: E402
 
 SETS = ("squad2", "xquad-en", "xquad-es")
 KINDS = ("answerable", "adversarial", "related")
 _WORD = re.compile(r"\w+")
 
 Pair = tuple[str, str, str, str, float]  # set, kind, question, passage, label
-
-
-def _norm(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
 
 
 def _long_words(text: str) -> set[str]:
@@ -70,8 +67,8 @@ def pairs(data: Path, split: str, per_kind: int, seed: int = SEED) -> list[Pair]
                 continue
             found.append((name, "answerable", q.question, passages[gold], 1.0))
             asked = _long_words(q.question)
-            lacking = [p for p in by_article[q.article] if p != gold and not any(
-                _norm(a) and f" {_norm(a)} " in f" {_norm(passages[p])} " for a in q.answers)]
+            # lacking every reference as the answers are scored (SQuAD's normalisation, whole words)
+            lacking = [p for p in by_article[q.article] if p != gold and not contains_answer(passages[p], q.answers)]
             if lacking:
                 near = max(lacking, key=lambda p: (len(asked & _long_words(passages[p])), rng.random()))
                 found.append((name, "related", q.question, passages[near], 0.0))
